@@ -1,0 +1,316 @@
+"""One trial's settings: defaults, validation, hashing.
+
+A `TrialConfig` is the fixed contract of an experiment (params in); `pipeline.run_trial`
+turns it into result rows (metrics out). Everything that changes a result lives here, so
+the config hash identifies the result and the pretrain key identifies the pretrained model.
+Settings that only change *where* things go (output paths, cache folders, threads) do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+from prunerlib.errors import ConfigError
+
+Dataset = Literal["waveform", "catsdogs"]
+ModelName = Literal["ffn", "cnn"]
+PrunerName = Literal["distinctiveness", "threshold", "filters", "none", "random"]
+FilterCriterion = Literal["l1", "mean_activation", "apoz", "random"]
+ThresholdStat = Literal["mean_abs", "std"]
+Merge = Literal["none", "outgoing"]
+Optimizer = Literal["adam", "sgd"]
+Activation = Literal["sigmoid", "tanh", "relu"]
+PretrainStop = Literal["plateau", "fixed"]
+
+# Per-dataset defaults for settings the paper leaves open (SPEC §3, §8). Chosen by
+# measurement to reach the SPEC §8 accuracy bars; every one is recorded in each result row.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "waveform": {
+        "model": "ffn", "hidden": 50, "attributes": 40,
+        "epochs_pretrain": 100, "epochs_finetune": 30, "lr": 1e-3, "patience": 5,
+        "min_delta": 0.005, "batch_size": 32,
+    },
+    "catsdogs": {
+        "model": "cnn", "hidden": 128,
+        "epochs_pretrain": 40, "epochs_finetune": 15, "lr": 1e-3, "patience": 5,
+        "min_delta": 0.01, "batch_size": 32,
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # data
+    dataset: Dataset = "waveform"
+    data: str | None = None  # UCI file / image folder; None = generate (waveform only)
+    attributes: int | None = None  # 21 or 40; None for images
+    n: int = 5000  # generated Waveform instances
+    test_frac: float = 0.2
+    val_frac: float = 0.1  # validation slice out of the training part, for early stopping
+    data_seed: int = 0  # fixes the dataset and its split, like a published data file
+    train_per_class: int = 1000
+    test_per_class: int = 200
+    image_size: int = 32
+    # model
+    model: ModelName | None = None
+    hidden: int | None = None
+    activation: Activation = "sigmoid"
+    conv_channels: tuple[int, ...] = (16, 32)
+    # pruning
+    pruner: PrunerName = "none"
+    angle_cutoff: float = 15.0
+    merge: Merge = "none"
+    remove_constant: bool = False
+    distinct_max_patterns: int = 5000
+    threshold_factor: float = 1.0
+    threshold_stat: ThresholdStat = "mean_abs"
+    threshold_layers: str | tuple[str, ...] = "hidden"
+    filter_criterion: FilterCriterion = "l1"
+    filters_pruned: int | tuple[int, ...] | None = None
+    filters_frac: float | None = None
+    match: str | None = None  # the pruner a `random` control mirrors
+    cycles: int = 1
+    max_acc_drop: float | None = None
+    # training
+    seed: int = 0
+    epochs_pretrain: int | None = None
+    pretrain_stop: PretrainStop = "plateau"
+    patience: int | None = None
+    min_delta: float | None = None
+    epochs_finetune: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: Optimizer = "adam"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    device: str = "auto"  # auto = cuda when available, else cpu
+
+    # ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrialConfig:
+        """Build and validate; unknown keys and wrong types raise ConfigError naming the key."""
+        raw = dict(raw)
+        match = raw.get("match")
+        if isinstance(match, dict):  # SPEC §4.4 form: match: {pruner: threshold, threshold_factor: 1.0}
+            mirrored = dict(match)
+            raw["match"] = mirrored.pop("pruner", None)
+            for key, value in mirrored.items():
+                if key in raw and raw[key] != value:
+                    raise ConfigError(f"match.{key}: {value!r} conflicts with {key}: {raw[key]!r}")
+                raw[key] = value
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        hints = get_type_hints(cls)
+        values = {key: _coerce(key, value, hints[key]) for key, value in raw.items()}
+        return cls(**values).resolved()
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    def resolved(self) -> TrialConfig:
+        """Fill dataset defaults, then validate every setting."""
+        defaults = DATASET_DEFAULTS[_check_choice("dataset", self.dataset, Dataset)]
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.dataset == "catsdogs":
+            filled["attributes"] = None
+        if self.pruner == "filters" and self.filters_pruned is None and self.filters_frac is None:
+            raise ConfigError("filters_pruned: pruner 'filters' needs filters_pruned or filters_frac")
+        cfg = dataclasses.replace(self, **filled)
+        cfg._validate()
+        return cfg
+
+    # ----------------------------------------------------------------------------
+    @property
+    def prunes_filters(self) -> bool:
+        return self.filters_pruned is not None or self.filters_frac is not None
+
+    @property
+    def linear_pruner(self) -> str:
+        """The unit/connection pruner for the hidden linear layer ('filters' prunes none there)."""
+        return "none" if self.pruner == "filters" else self.pruner
+
+    @property
+    def mirrored_pruner(self) -> str:
+        """The pruner whose settings describe this trial: itself, or what a random control mirrors."""
+        return self.match if self.pruner == "random" and self.match else self.pruner
+
+    def config_hash(self) -> str:
+        return _digest(self.to_dict())
+
+    def pretrain_key(self) -> str:
+        """Identifies the pretrained model: data, model, seed and pretraining settings only."""
+        keys = (
+            "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
+            "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
+            "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
+            "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+        )
+        full = self.to_dict()
+        return _digest({k: full[k] for k in keys if k != "conv_channels" or self.model == "cnn"})
+
+    # ----------------------------------------------------------------------------
+    def _validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = _literal_choices(get_type_hints(TrialConfig)[f.name])
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"{f.name}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+        model_for = {"waveform": "ffn", "catsdogs": "cnn"}[self.dataset]
+        if self.model != model_for:
+            raise ConfigError(f"model: dataset {self.dataset} uses model {model_for}, got {self.model!r}")
+        if self.dataset == "catsdogs" and not self.data:
+            raise ConfigError("data: catsdogs needs the folder of your Dogs vs. Cats photos (--data DIR)")
+        if self.dataset == "waveform" and self.attributes not in (21, 40):
+            raise ConfigError(f"attributes: must be 21 or 40, got {self.attributes!r}")
+        _check_range("angle_cutoff", self.angle_cutoff, 0, 90, open_low=True, open_high=True)
+        _check_range("threshold_factor", self.threshold_factor, 0, None, open_low=True)
+        _check_range("test_frac", self.test_frac, 0, 1, open_low=True, open_high=True)
+        _check_range("val_frac", self.val_frac, 0, 1, open_high=True)
+        _check_range("lr", self.lr, 0, None, open_low=True)
+        _check_range("momentum", self.momentum, 0, 1, open_high=True)
+        _check_range("weight_decay", self.weight_decay, 0, None)
+        _check_range("min_delta", self.min_delta, 0, None)
+        for name in ("n", "hidden", "cycles", "epochs_pretrain", "batch_size", "patience",
+                     "train_per_class", "test_per_class", "image_size", "distinct_max_patterns"):
+            _check_range(name, getattr(self, name), 1, None)
+        _check_range("epochs_finetune", self.epochs_finetune, 0, None)
+        if self.max_acc_drop is not None:
+            _check_range("max_acc_drop", self.max_acc_drop, 0, 1)
+        if self.pretrain_stop == "plateau" and self.val_frac == 0:
+            raise ConfigError("val_frac: plateau pretraining needs a validation slice (val_frac > 0)")
+        if self.model == "ffn" and self.prunes_filters:
+            raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
+        if self.filters_pruned is not None and self.filters_frac is not None:
+            raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both")
+        if self.filters_frac is not None:
+            _check_range("filters_frac", self.filters_frac, 0, 1, open_high=True)
+        if self.model == "cnn":
+            if len(self.conv_channels) != 2 or min(self.conv_channels) < 1:
+                raise ConfigError(f"conv_channels: must be two positive widths, got {list(self.conv_channels)}")
+            counts = self.filter_counts()
+            for layer, (count, width) in enumerate(zip(counts, self.conv_channels)):
+                if not 0 <= count < width:
+                    raise ConfigError(
+                        f"filters_pruned: conv{layer + 1} has {width} filters; "
+                        f"pruning {count} must leave at least one (0..{width - 1})"
+                    )
+        if self.pruner == "random":
+            if self.match not in ("distinctiveness", "threshold", "filters"):
+                raise ConfigError(
+                    f"match: a random control must name the pruner it mirrors "
+                    f"(distinctiveness, threshold or filters), got {self.match!r}"
+                )
+            if self.match == "filters" and not self.prunes_filters:
+                raise ConfigError("filters_pruned: random matching 'filters' needs filters_pruned or filters_frac")
+        elif self.match is not None:
+            raise ConfigError(f"match: only a random control mirrors another pruner, not {self.pruner!r}")
+        if isinstance(self.threshold_layers, tuple) and not self.threshold_layers:
+            raise ConfigError("threshold_layers: give 'hidden', 'all_linear' or a list of layer names")
+
+    def filter_counts(self) -> tuple[int, ...]:
+        """Filters to remove per conv layer in one cycle."""
+        widths = self.conv_channels
+        if self.filters_frac is not None:
+            return tuple(int(round(self.filters_frac * w)) for w in widths)
+        if self.filters_pruned is None:
+            return tuple(0 for _ in widths)
+        if isinstance(self.filters_pruned, int):
+            return tuple(self.filters_pruned for _ in widths)
+        if len(self.filters_pruned) != len(widths):
+            raise ConfigError(
+                f"filters_pruned: give one count or one per conv layer ({len(widths)}), "
+                f"got {list(self.filters_pruned)}"
+            )
+        return tuple(self.filters_pruned)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...]:
+    for arg in (hint, *get_args(hint)):
+        if getattr(arg, "__origin__", None) is Literal:
+            return get_args(arg)
+    return ()
+
+
+def _check_choice(name: str, value: Any, literal: Any) -> Any:
+    if value not in get_args(literal):
+        raise ConfigError(f"{name}: must be one of {', '.join(get_args(literal))}, got {value!r}")
+    return value
+
+
+def _check_range(name: str, value: float | None, low: float, high: float | None,
+                 open_low: bool = False, open_high: bool = False) -> None:
+    if value is None:
+        return
+    too_low = value <= low if open_low else value < low
+    too_high = high is not None and (value >= high if open_high else value > high)
+    if too_low or too_high:
+        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+        raise ConfigError(f"{name}: must be in {lo}{low}, {'inf' if high is None else high}{hi}, got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Accept what YAML and the command line produce; reject anything else by name."""
+    if value is None:
+        if type(None) in get_args(hint):
+            return None
+        raise ConfigError(f"{key}: must not be empty")
+    options = [a for a in get_args(hint) if a is not type(None)] or [hint]
+    if getattr(hint, "__origin__", None) is Literal:
+        options = [hint]
+    for option in options:
+        converted = _try_convert(value, option)
+        if converted is not _FAIL:
+            return converted
+    raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}")
+
+
+_FAIL = object()
+
+
+def _try_convert(value: Any, option: Any) -> Any:
+    origin = getattr(option, "__origin__", None)
+    if origin is Literal:
+        return value if value in get_args(option) else _FAIL
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _FAIL
+        (item_type, _) = get_args(option)
+        items = [_try_convert(v, item_type) for v in value]
+        return _FAIL if any(i is _FAIL for i in items) else tuple(items)
+    if option is bool:
+        return value if isinstance(value, bool) else _FAIL
+    if option is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
+    if option is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return _FAIL
+    if option is str:
+        return value if isinstance(value, str) else _FAIL
+    return _FAIL
+
+
+def _describe(hint: Any) -> str:
+    if getattr(hint, "__origin__", None) is Literal:
+        return " | ".join(map(str, get_args(hint)))
+    if getattr(hint, "__origin__", None) is tuple:
+        return f"a list of {_describe(get_args(hint)[0])}"
+    if get_args(hint):
+        return " or ".join(_describe(a) for a in get_args(hint) if a is not type(None))
+    return hint.__name__

@@ -1,0 +1,95 @@
+"""A trial's data as tensors: train / validation / test, preprocessed, on the trial's device.
+
+The validation slice (for plateau stopping and pruning decisions) always comes out of the
+training part; the test part is only ever evaluated, never used to decide anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prunerlib import waveform
+from prunerlib.config import TrialConfig
+from prunerlib.errors import ConfigError
+
+
+@dataclass
+class Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: int
+    flip: bool  # random horizontal flips while training (images only)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.train_x.shape[1])
+
+    def to(self, device: torch.device) -> Data:
+        for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def stratified_split(y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) index arrays; `frac` of each class held out, chosen by seed."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        cut = int(round(frac * len(idx)))
+        held.append(idx[:cut])
+        kept.append(idx[cut:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def load_data(cfg: TrialConfig, image_cache_dir: str | Path | None = None) -> Data:
+    if cfg.dataset == "waveform":
+        return _waveform(cfg)
+    return _catsdogs(cfg, image_cache_dir)
+
+
+def _waveform(cfg: TrialConfig) -> Data:
+    if cfg.data:
+        x, y = waveform.read_uci(cfg.data)
+        if x.shape[1] != cfg.attributes:
+            raise ConfigError(f"attributes: {cfg.data} has {x.shape[1]} attributes; pass --attributes {x.shape[1]}")
+    else:
+        x, y = waveform.generate(cfg.n, cfg.attributes, cfg.data_seed)
+    train, test = stratified_split(y, cfg.test_frac, cfg.data_seed)
+    fit, val = stratified_split(y[train], cfg.val_frac, cfg.data_seed + 1)
+    fit, val = train[fit], train[val]
+    # Standardise with the fitting part's statistics: sigmoid units train badly on raw
+    # attributes spanning about -3..9, and no held-out example may shape the scaling.
+    mean, std = x[fit].mean(0), x[fit].std(0) + 1e-8
+    x = (x - mean) / std
+    t = lambda idx: (torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))  # noqa: E731
+    (fx, fy), (vx, vy), (tx, ty) = t(fit), t(val), t(test)
+    return Data(fx, fy, vx, vy, tx, ty, classes=3, flip=False)
+
+
+def _catsdogs(cfg: TrialConfig, image_cache_dir: str | Path | None) -> Data:
+    from prunerlib.images import load_catsdogs  # torchvision import only when images are used
+
+    train, test = load_catsdogs(
+        cfg.data, size=cfg.image_size, train_per_class=cfg.train_per_class,
+        test_per_class=cfg.test_per_class, seed=cfg.data_seed, cache_dir=image_cache_dir,
+    )
+    y = train.labels.numpy()
+    fit, val = stratified_split(y, cfg.val_frac, cfg.data_seed + 1)
+    images = train.images.float() / 255.0
+    mean = images[fit].mean((0, 2, 3), keepdim=True)
+    std = images[fit].std((0, 2, 3), keepdim=True)
+    norm = lambda t: (t - mean) / std  # noqa: E731
+    fit_t, val_t = torch.from_numpy(fit), torch.from_numpy(val)
+    return Data(
+        norm(images[fit_t]), train.labels[fit_t], norm(images[val_t]), train.labels[val_t],
+        norm(test.images.float() / 255.0), test.labels, classes=2, flip=True,
+    )

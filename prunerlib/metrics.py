@@ -1,0 +1,55 @@
+"""Size and cost of a (pruned) model: parameters, FLOPs, removed fractions (SPEC §6)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunerlib.masks import Masks
+from prunerlib.surgery import compact, live_filters, live_units
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """FLOPs of one forward pass of one example, per module, by PyTorch's own counter."""
+    param = next(model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
+    prefix = type(model).__name__ + "."
+    return {
+        name[len(prefix):]: sum(ops.values())
+        for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)
+    }
+
+
+def pruned_flops(model: nn.Module, masks: Masks, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of the physically smaller network, each layer's count scaled by the share of its
+    weights still non-zero: every weight of a linear or conv layer takes part in the same
+    number of multiply-adds, so an unstructured mask saves that share."""
+    small = compact(model, masks)
+    total = 0.0
+    for name, flops in count_flops(small, input_shape).items():
+        weight = small.get_submodule(name).weight
+        total += flops * float((weight != 0).sum()) / weight.numel()
+    return int(round(total))
+
+
+def removed_fractions(model: nn.Module, masks: Masks, threshold_params: list[str]) -> dict[str, float | None]:
+    units = sum(len(live_units(masks, layer)) for layer in model.unit_layers)
+    unit_total = sum(masks[f"{layer.incoming}.bias"].numel() for layer in model.unit_layers)
+    weights_total = sum(masks[name].numel() for name in threshold_params)
+    weights_kept = sum(masks.kept(name) for name in threshold_params)
+    filters_total = sum(masks[f"{layer.conv}.bias"].numel() for layer in model.filter_layers)
+    filters = sum(len(live_filters(masks, layer)) for layer in model.filter_layers)
+    return {
+        "units_removed_frac": (unit_total - units) / unit_total,
+        "weights_removed_frac": (weights_total - weights_kept) / weights_total,
+        "filters_removed_frac": (filters_total - filters) / filters_total if filters_total else None,
+    }
+
+
+def param_counts(model: nn.Module) -> tuple[int, int]:
+    """(total, non-zero) over every parameter of the model."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(int((p != 0).sum()) for p in params)

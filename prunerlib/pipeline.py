@@ -1,0 +1,162 @@
+"""One trial, end to end (SPEC §5): pretrain (or reuse) → prune → fine-tune, per cycle.
+
+`run_trial` is the experiment contract: a `TrialConfig` in, result rows (SPEC §6) out. It
+has no Ray in it; the sweep service calls it inside Tune trials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunerlib.config import TrialConfig
+from prunerlib.datasets import Data, load_data
+from prunerlib.errors import ConfigError, DataError
+from prunerlib.masks import Masks
+from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
+from prunerlib.pretrained import PretrainResult, load_or_pretrain
+from prunerlib.pruners import PruneContext, build_pruners
+from prunerlib.pruners.threshold import threshold_params
+from prunerlib.records import provenance
+from prunerlib.surgery import Removal, apply_removal
+from prunerlib.training import accuracy, train
+
+log = logging.getLogger("prunerlib.pipeline")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name} asked for, but this machine has no CUDA GPU (use auto or cpu)")
+    return device
+
+
+@dataclass
+class Workdirs:
+    """Where a trial keeps shared artefacts; none of it changes a result."""
+
+    pretrained: Path
+    image_cache: Path | None = None
+
+
+def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, trial_id: str | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Rows for every cycle run, or one `failed` row if training diverged or broke.
+    Bad settings and unusable data raise (ConfigError / DataError): there is no result to keep."""
+    started = dt.datetime.now(dt.timezone.utc)
+    base = _config_columns(cfg) | provenance() | {
+        "sweep": sweep,
+        "trial_id": trial_id or f"{cfg.config_hash()}-{started:%Y%m%dT%H%M%S%f}",
+        "config_hash": cfg.config_hash(),
+        "pretrain_key": cfg.pretrain_key(),
+        "started_at": started,
+        "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+    try:
+        device = resolve_device(cfg.device)
+        base["device"] = str(device)
+        data = load_data(cfg, dirs.image_cache).to(device)
+        return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:  # a diverging or crashing trial is a result: record it, go on
+        log.warning("trial %s failed: %s", base["trial_id"], exc)
+        log.debug("%s", traceback.format_exc())
+        return [base | {"cycle": 1, "final": True, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _cycles(cfg: TrialConfig, data: Data, dirs: Workdirs, device: torch.device,
+            progress: bool) -> list[dict[str, Any]]:
+    model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
+    input_shape = tuple(data.train_x.shape[1:])
+    flops_dense = sum(count_flops(model, input_shape).values())
+    params_total, _ = param_counts(model)
+    masks = Masks(model).to(device)
+    pruners = build_pruners(cfg)
+    scope = threshold_params(model, cfg.threshold_layers)
+    sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
+    ctx = PruneContext(model, masks, data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
+                       torch.Generator().manual_seed(cfg.seed))
+    rows: list[dict[str, Any]] = []
+    for cycle in range(1, cfg.cycles + 1):
+        removal = Removal()
+        for pruner in pruners:
+            removal.extend(pruner.plan(ctx))
+        if cycle > 1 and cfg.pruner != "none" and removal.count() == 0:
+            log.info("cycle %d: nothing more to prune, stopping", cycle)
+            break
+        apply_removal(model, masks, removal)
+        acc_pruned = accuracy(model, data.test_x, data.test_y)
+        tune = train(model, data, cfg, epochs=cfg.epochs_finetune, seed=cfg.seed + 1000 * cycle, masks=masks,
+                     desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress)
+        params_nonzero = param_counts(model)[1]
+        flops = pruned_flops(model, masks, input_shape)
+        val_acc = accuracy(model, data.val_x, data.val_y)
+        rows.append(_pretrain_columns(pre) | removed_fractions(model, masks, scope) | {
+            "cycle": cycle, "final": False, "status": "ok",
+            "acc_pruned": acc_pruned,
+            "acc_finetuned": accuracy(model, data.test_x, data.test_y),
+            "train_acc_finetuned": accuracy(model, data.train_x, data.train_y),
+            "val_acc_finetuned": val_acc,
+            "params_total": params_total, "params_nonzero": params_nonzero,
+            "compression_ratio": params_total / params_nonzero,
+            "flops_dense": flops_dense, "flops_pruned": flops, "theoretical_speedup": flops_dense / flops,
+            "wall_finetune_s": tune.wall_s,
+        })
+        # Decided on validation accuracy: the test set is only ever reported, never consulted.
+        if cfg.max_acc_drop is not None and val_acc < pre.acc_val - cfg.max_acc_drop:
+            log.info("cycle %d: validation accuracy %.4f fell more than %.4f below pretrained %.4f, stopping",
+                     cycle, val_acc, cfg.max_acc_drop, pre.acc_val)
+            break
+    rows[-1]["final"] = True
+    return rows
+
+
+def _pretrain_columns(pre: PretrainResult) -> dict[str, Any]:
+    return {
+        "acc_pretrain": pre.acc_test, "train_acc_pretrain": pre.acc_train, "val_acc_pretrain": pre.acc_val,
+        "pretrain_epochs_run": pre.epochs_run, "pretrain_reused": pre.reused, "wall_pretrain_s": pre.wall_s,
+    }
+
+
+def _config_columns(cfg: TrialConfig) -> dict[str, Any]:
+    """Settings as columns; a setting that does not apply to this trial is null (SPEC §6)."""
+    method = cfg.mirrored_pruner
+    distinct, thresh = method == "distinctiveness", method == "threshold"
+    filters = cfg.prunes_filters
+    layers = cfg.threshold_layers
+    return {
+        "dataset": cfg.dataset, "attributes": cfg.attributes, "model": cfg.model, "hidden": cfg.hidden,
+        "conv_channels": ",".join(map(str, cfg.conv_channels)) if cfg.model == "cnn" else None,
+        "activation": cfg.activation, "data_seed": cfg.data_seed,
+        "pruner": cfg.pruner, "match": cfg.match,
+        "angle_cutoff": cfg.angle_cutoff if distinct else None,
+        "merge": cfg.merge if distinct else None,
+        "remove_constant": cfg.remove_constant if distinct else None,
+        "threshold_factor": cfg.threshold_factor if thresh else None,
+        "threshold_stat": cfg.threshold_stat if thresh else None,
+        "threshold_layers": (layers if isinstance(layers, str) else ",".join(layers)) if thresh else None,
+        "filter_criterion": ("random" if cfg.pruner == "random" else cfg.filter_criterion) if filters else None,
+        "filters_pruned": ",".join(map(str, cfg.filter_counts())) if filters else None,
+        "filters_frac": cfg.filters_frac,
+        "cycles": cfg.cycles, "max_acc_drop": cfg.max_acc_drop,
+        "seed": cfg.seed, "epochs_pretrain": cfg.epochs_pretrain, "pretrain_stop": cfg.pretrain_stop,
+        "patience": cfg.patience if cfg.pretrain_stop == "plateau" else None,
+        "min_delta": cfg.min_delta if cfg.pretrain_stop == "plateau" else None,
+        "epochs_finetune": cfg.epochs_finetune, "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "optimizer": cfg.optimizer, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
+        "weight_decay": cfg.weight_decay,
+    }

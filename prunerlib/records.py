@@ -1,0 +1,87 @@
+"""Result rows (SPEC §6): the column contract, and appending rows to Parquet safely.
+
+The schema is explicit so a column that does not apply is a typed null in every file, and
+files from different trials and sweeps concatenate without type drift.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_STR, _I64, _F64, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+SCHEMA = pa.schema([
+    # identity
+    ("sweep", _STR), ("trial_id", _STR), ("config_hash", _STR), ("pretrain_key", _STR),
+    ("cycle", _I64), ("final", _BOOL), ("status", _STR), ("error", _STR),
+    # configuration
+    ("dataset", _STR), ("attributes", _I64), ("model", _STR), ("hidden", _I64),
+    ("conv_channels", _STR), ("activation", _STR), ("data_seed", _I64),
+    ("pruner", _STR), ("match", _STR), ("angle_cutoff", _F64), ("merge", _STR),
+    ("remove_constant", _BOOL), ("threshold_factor", _F64), ("threshold_stat", _STR),
+    ("threshold_layers", _STR), ("filter_criterion", _STR), ("filters_pruned", _STR),
+    ("filters_frac", _F64), ("cycles", _I64), ("max_acc_drop", _F64),
+    ("seed", _I64), ("epochs_pretrain", _I64), ("pretrain_stop", _STR), ("patience", _I64),
+    ("min_delta", _F64), ("epochs_finetune", _I64), ("batch_size", _I64), ("lr", _F64),
+    ("optimizer", _STR), ("momentum", _F64), ("weight_decay", _F64),
+    # outcomes
+    ("acc_pretrain", _F64), ("acc_pruned", _F64), ("acc_finetuned", _F64),
+    ("train_acc_pretrain", _F64), ("train_acc_finetuned", _F64),
+    ("val_acc_pretrain", _F64), ("val_acc_finetuned", _F64),
+    ("units_removed_frac", _F64), ("weights_removed_frac", _F64), ("filters_removed_frac", _F64),
+    ("params_total", _I64), ("params_nonzero", _I64), ("compression_ratio", _F64),
+    ("flops_dense", _I64), ("flops_pruned", _I64), ("theoretical_speedup", _F64),
+    ("pretrain_epochs_run", _I64), ("pretrain_reused", _BOOL),
+    ("wall_pretrain_s", _F64), ("wall_finetune_s", _F64),
+    # provenance
+    ("device", _STR), ("host", _STR), ("node_id", _STR), ("started_at", pa.timestamp("us", tz="UTC")),
+    ("prunerlib_version", _STR), ("torch_version", _STR), ("python_version", _STR),
+    ("config_json", _STR),
+])
+
+COLUMNS = tuple(SCHEMA.names)
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+
+    import prunerlib
+
+    return {
+        "host": socket.gethostname(),
+        "node_id": os.environ.get("PRUNERLIB_NODE_ID"),
+        "prunerlib_version": prunerlib.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    unknown = {key for row in rows for key in row} - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"not in the result schema: {sorted(unknown)}")
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Append rows to a Parquet file: read, add, write a temporary file, rename over.
+    A lock keeps two trials appending to one file from losing each other's rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = to_table(rows)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            table = pa.concat_tables([pq.read_table(path).cast(SCHEMA), table])
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    return path
