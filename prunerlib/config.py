@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, Union, get_args, get_type_hints
 
 from prunerlib.errors import ConfigError
 
@@ -31,7 +32,7 @@ PretrainStop = Literal["plateau", "fixed"]
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "waveform": {
         "model": "ffn", "hidden": 50, "attributes": 40,
-        "epochs_pretrain": 100, "epochs_finetune": 30, "lr": 1e-3, "patience": 5,
+        "epochs_pretrain": 100, "epochs_finetune": 30, "lr": 3e-4, "patience": 5,
         "min_delta": 0.005, "batch_size": 32,
     },
     "catsdogs": {
@@ -270,9 +271,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if type(None) in get_args(hint):
             return None
         raise ConfigError(f"{key}: must not be empty")
-    options = [a for a in get_args(hint) if a is not type(None)] or [hint]
-    if getattr(hint, "__origin__", None) is Literal:
-        options = [hint]
+    options = [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     for option in options:
         converted = _try_convert(value, option)
         if converted is not _FAIL:
@@ -306,11 +305,15 @@ def _try_convert(value: Any, option: Any) -> Any:
     return _FAIL
 
 
+def _is_union(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) or getattr(hint, "__origin__", None) is Union
+
+
 def _describe(hint: Any) -> str:
     if getattr(hint, "__origin__", None) is Literal:
         return " | ".join(map(str, get_args(hint)))
     if getattr(hint, "__origin__", None) is tuple:
         return f"a list of {_describe(get_args(hint)[0])}"
-    if get_args(hint):
+    if _is_union(hint):
         return " or ".join(_describe(a) for a in get_args(hint) if a is not type(None))
     return hint.__name__

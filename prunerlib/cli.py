@@ -1,0 +1,149 @@
+"""`prunerlib` command line: `run` one trial, `data waveform` to write a UCI-format file.
+
+User mistakes (unknown flag, bad value, unusable data) print one line and exit 2; a trial
+that diverges is a result (a `failed` row), not a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import yaml
+
+from prunerlib.errors import ConfigError, PrunerlibError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Flags that map one-to-one onto TrialConfig fields: (flag, type, help).
+_TRIAL_FLAGS: list[tuple[str, Any, str]] = [
+    ("dataset", str, "waveform | catsdogs"),
+    ("data", str, "UCI waveform file, or a Dogs vs. Cats folder (default: generate Waveform data)"),
+    ("attributes", int, "Waveform attributes: 21 or 40"),
+    ("model", str, "ffn | cnn (default: the dataset's)"),
+    ("hidden", int, "hidden units"),
+    ("pruner", str, "distinctiveness | threshold | filters | none | random"),
+    ("match", str, "for --pruner random: the pruner it mirrors"),
+    ("angle-cutoff", float, "distinctiveness cutoff in degrees, in (0, 90)"),
+    ("merge", str, "distinctiveness: none | outgoing"),
+    ("threshold-factor", float, "threshold = factor × stat(|W|)"),
+    ("threshold-stat", str, "mean_abs | std"),
+    ("threshold-layers", str, "hidden | all_linear | a layer name"),
+    ("filter-criterion", str, "l1 | mean_activation | apoz | random"),
+    ("filters-pruned", int, "conv filters removed per layer and cycle"),
+    ("filters-frac", float, "share of each conv layer's filters removed per cycle"),
+    ("cycles", int, "prune / fine-tune cycles"),
+    ("max-acc-drop", float, "stop cycling when validation accuracy falls this far below pretrained"),
+    ("seed", int, "model seed: initialisation, data order, random choices"),
+    ("data-seed", int, "dataset seed: generation, split and subset"),
+    ("epochs-pretrain", int, "most pretraining epochs"),
+    ("epochs-finetune", int, "fine-tuning epochs per cycle"),
+    ("batch-size", int, "mini-batch size"),
+    ("lr", float, "learning rate"),
+    ("optimizer", str, "adam | sgd"),
+    ("device", str, "auto | cpu | cuda | cuda:N"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prunerlib", description="Pretrain → prune → fine-tune trials for pruning research.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run one trial and append its rows to a Parquet file")
+    run.add_argument("--config", type=Path, help="YAML file of trial settings (flags override it)")
+    for flag, kind, text in _TRIAL_FLAGS:
+        run.add_argument(f"--{flag}", type=kind, help=text)
+    run.add_argument("--remove-constant", action="store_true", default=None,
+                     help="distinctiveness: remove units constant over the data")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any trial setting, value in YAML syntax (repeatable; overrides everything)")
+    run.add_argument("--out", type=Path, default=Path("runs/results.parquet"), help="Parquet file rows are appended to")
+    run.add_argument("--workdir", type=Path, default=Path("runs"), help="where pretrained models are kept and reused")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+    data = commands.add_parser("data", help="write data files")
+    kinds = data.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    wave = kinds.add_parser("waveform", help="generate Waveform data in the UCI file format")
+    wave.add_argument("--attributes", type=int, choices=(21, 40), default=40)
+    wave.add_argument("--n", type=int, default=5000)
+    wave.add_argument("--seed", type=int, default=0)
+    wave.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def trial_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge config file < flags < --set into one settings dict."""
+    settings: dict[str, Any] = {}
+    if args.config:
+        try:
+            loaded = yaml.safe_load(args.config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {args.config}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {args.config} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config: {args.config} must hold a mapping of settings")
+        settings.update(loaded)
+    for flag, _, _ in _TRIAL_FLAGS + [("remove-constant", bool, "")]:
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            settings[flag.replace("-", "_")] = value
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        settings[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prunerlib.config import TrialConfig
+    from prunerlib.pipeline import Workdirs, run_trial
+    from prunerlib.records import append_parquet
+    from prunerlib.summary import summarise
+
+    cfg = TrialConfig.from_dict(trial_settings(args))
+    if cfg.data and not Path(cfg.data).exists():
+        raise ConfigError(f"data: {cfg.data} does not exist")
+    rows = run_trial(cfg, Workdirs(pretrained=args.workdir / "pretrained"), progress=not args.quiet)
+    out = append_parquet(args.out, rows)
+    if not args.quiet:
+        print(summarise(rows))
+    print(f"{len(rows)} row(s) appended to {out}")
+    return 0 if rows[-1]["status"] == "ok" else 1
+
+
+def _data(args: argparse.Namespace) -> int:
+    from prunerlib import waveform
+
+    x, y = waveform.generate(args.n, args.attributes, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    waveform.write_uci(args.out, x, y)
+    print(f"wrote {args.n} instances with {args.attributes} attributes to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args) if args.command == "run" else _data(args)
+    except PrunerlibError as exc:
+        print(f"prunerlib {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+import pytest
+
+from prunerlib.config import TrialConfig
+from prunerlib.errors import ConfigError
+
+
+def test_defaults_follow_the_dataset():
+    wave = TrialConfig.from_dict({})
+    assert (wave.model, wave.hidden, wave.attributes) == ("ffn", 50, 40)
+    cnn = TrialConfig.from_dict({"dataset": "catsdogs", "data": "photos"})
+    assert (cnn.model, cnn.hidden, cnn.attributes, cnn.batch_size) == ("cnn", 128, None, 32)
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"angle_cutoff": 120}, "angle_cutoff"),
+    ({"angle_cutoff": 0}, "angle_cutoff"),
+    ({"bogus": 1}, "bogus"),
+    ({"lr": "fast"}, "lr"),
+    ({"pruner": "magic"}, "pruner"),
+    ({"attributes": 30}, "attributes"),
+    ({"dataset": "catsdogs", "data": "d", "filters_pruned": 99}, "filters_pruned"),
+    ({"dataset": "catsdogs", "data": "d", "filters_pruned": [1, 2, 3]}, "filters_pruned"),
+    ({"dataset": "catsdogs", "data": "d", "filters_frac": 1.0}, "filters_frac"),
+    ({"dataset": "catsdogs", "data": "d", "pruner": "filters"}, "filters_pruned"),
+    ({"dataset": "catsdogs"}, "data"),
+    ({"pruner": "random"}, "match"),
+    ({"pruner": "threshold", "match": "threshold"}, "match"),
+    ({"filters_frac": 0.5}, "filters_pruned"),
+    ({"model": "cnn"}, "model"),
+    ({"cycles": 0}, "cycles"),
+    ({"seed": 1.5}, "seed"),
+    ({"remove_constant": "yes"}, "remove_constant"),
+])
+def test_bad_settings_name_the_key(settings, key):
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict(settings)
+    assert str(err.value).startswith(f"{key}:")
+
+
+def test_match_mapping_mirrors_the_named_settings():
+    cfg = TrialConfig.from_dict({"pruner": "random", "match": {"pruner": "threshold", "threshold_factor": 0.5}})
+    assert (cfg.match, cfg.threshold_factor, cfg.mirrored_pruner) == ("threshold", 0.5, "threshold")
+
+
+def test_pretrain_key_ignores_pruning_settings_but_not_training_ones():
+    base = TrialConfig.from_dict({"pruner": "threshold"})
+    assert base.pretrain_key() == base.replace(pruner="distinctiveness", angle_cutoff=20.0).pretrain_key()
+    assert base.pretrain_key() == base.replace(epochs_finetune=3, cycles=2).pretrain_key()
+    assert base.pretrain_key() != base.replace(seed=1).pretrain_key()
+    assert base.pretrain_key() != base.replace(lr=0.01).pretrain_key()
+    assert base.config_hash() != base.replace(pruner="none").config_hash()
+
+
+def test_filter_counts_from_fraction_or_count():
+    frac = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "filters_frac": 0.5})
+    assert frac.filter_counts() == (8, 16)
+    per_layer = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "filters_pruned": [2, 5]})
+    assert per_layer.filter_counts() == (2, 5)

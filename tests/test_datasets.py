@@ -1,0 +1,32 @@
+import numpy as np
+import torch
+
+from prunerlib.config import TrialConfig
+from prunerlib.datasets import load_data, stratified_split
+from prunerlib import waveform
+
+
+def test_stratified_split_keeps_class_shares_and_never_overlaps():
+    y = np.repeat([0, 1, 2], [500, 300, 200])
+    kept, held = stratified_split(y, 0.2, seed=0)
+    assert len(held) == 200 and not set(kept) & set(held) and len(kept) + len(held) == 1000
+    assert np.bincount(y[held]).tolist() == [100, 60, 40]
+    assert not np.array_equal(held, stratified_split(y, 0.2, seed=1)[1])
+
+
+def test_waveform_default_split_is_4000_train_1000_test_with_validation_from_train():
+    data = load_data(TrialConfig.from_dict({}))
+    assert len(data.test_y) == 1000 and len(data.train_y) + len(data.val_y) == 4000
+    assert len(data.val_y) == 400 and data.in_features == 40 and data.classes == 3
+    # Scaling comes from the fitting part only: there it is exactly standard.
+    assert torch.allclose(data.train_x.mean(0), torch.zeros(40), atol=1e-4)
+    rows = {tuple(r) for r in data.test_x.tolist()}
+    assert not rows & {tuple(r) for r in data.train_x.tolist()}
+
+
+def test_a_uci_file_replaces_generated_data(tmp_path):
+    x, y = waveform.generate(500, 21, seed=9)
+    path = tmp_path / "waveform.data"
+    waveform.write_uci(path, x, y)
+    data = load_data(TrialConfig.from_dict({"data": str(path), "attributes": 21}))
+    assert len(data.test_y) + len(data.train_y) + len(data.val_y) == 500 and data.in_features == 21

@@ -1,0 +1,47 @@
+import torch
+
+from prunerlib.masks import Masks
+from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
+from prunerlib.surgery import Removal, apply_removal
+from tests.helpers import small_cnn, small_ffn
+
+
+def test_dense_flops_come_from_torch_and_count_two_per_multiply_add():
+    flops = count_flops(small_ffn(in_features=8, hidden=6), (8,))
+    assert flops == {"fc1": 2 * 8 * 6, "fc2": 2 * 6 * 3}
+
+
+def test_removing_units_and_filters_cuts_flops_like_the_smaller_network():
+    model = small_cnn()
+    masks = Masks(model)
+    dense = sum(count_flops(model, (3, 32, 32)).values())
+    assert pruned_flops(model, masks, (3, 32, 32)) == dense
+    apply_removal(model, masks, Removal(filters={"conv1": [0, 1, 2]}))  # half of conv1
+    # conv1 halves; conv2 reads half as many channels; nothing else changes.
+    per_layer = count_flops(model, (3, 32, 32))
+    expected = per_layer["conv1"] / 2 + per_layer["conv2"] / 2 + per_layer["fc1"] + per_layer["fc2"]
+    assert pruned_flops(model, masks, (3, 32, 32)) == expected
+
+
+def test_unstructured_masks_cut_the_zeroed_multiply_adds():
+    model = small_ffn(in_features=8, hidden=6)
+    masks = Masks(model)
+    half = torch.zeros(6, 8, dtype=torch.bool)
+    half[:, :4] = True
+    apply_removal(model, masks, Removal(weights={"fc1.weight": half}))
+    assert pruned_flops(model, masks, (8,)) == 2 * 8 * 6 / 2 + 2 * 6 * 3
+
+
+def test_removed_fractions_and_parameter_counts():
+    model = small_cnn()
+    masks = Masks(model)
+    total, nonzero = param_counts(model)
+    assert total == nonzero == sum(p.numel() for p in model.parameters())
+    apply_removal(model, masks, Removal(units={"fc1": [0, 1]}, filters={"conv2": [0, 1, 2, 3]}))
+    fractions = removed_fractions(model, masks, ["fc1.weight"])
+    assert fractions["units_removed_frac"] == 2 / 10
+    assert fractions["filters_removed_frac"] == 4 / (6 + 8)
+    # fc1 loses 2 of 10 rows, and half of its 200 input columns with conv2's filters.
+    assert fractions["weights_removed_frac"] == 1 - (8 * 100) / (10 * 200)
+    assert param_counts(model)[1] < total
+    assert removed_fractions(small_ffn(), Masks(small_ffn()), ["fc1.weight"])["filters_removed_frac"] is None
