@@ -31,7 +31,8 @@ def pruned_flops(model: nn.Module, masks: Masks, input_shape: tuple[int, ...]) -
     total = 0.0
     for name, flops in count_flops(small, input_shape).items():
         weight = small.get_submodule(name).weight
-        total += flops * float((weight != 0).sum()) / weight.numel()
+        if weight.numel():  # a layer pruned away entirely costs nothing
+            total += flops * float((weight != 0).sum()) / weight.numel()
     return int(round(total))
 
 

@@ -112,8 +112,8 @@ def _cycles(cfg: TrialConfig, data: Data, dirs: Workdirs, device: torch.device,
             "train_acc_finetuned": accuracy(model, data.train_x, data.train_y),
             "val_acc_finetuned": val_acc,
             "params_total": params_total, "params_nonzero": params_nonzero,
-            "compression_ratio": params_total / params_nonzero,
-            "flops_dense": flops_dense, "flops_pruned": flops, "theoretical_speedup": flops_dense / flops,
+            "compression_ratio": params_total / params_nonzero if params_nonzero else float("inf"),
+            "flops_dense": flops_dense, "flops_pruned": flops, "theoretical_speedup": flops_dense / flops if flops else float("inf"),
             "wall_finetune_s": tune.wall_s,
         })
         # Decided on validation accuracy: the test set is only ever reported, never consulted.

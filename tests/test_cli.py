@@ -1,0 +1,73 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from prunerlib import waveform
+
+
+def prunerlib(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prunerlib.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["run", "--angle-cutoff", "120"], "angle_cutoff"),
+    (["run", "--no-such-flag"], "--no-such-flag"),
+    (["run", "--lr", "fast"], "--lr"),
+    (["run", "--dataset", "catsdogs", "--data", "{tmp}", "--pruner", "filters", "--filters-pruned", "99"],
+     "filters_pruned"),
+    (["run", "--dataset", "catsdogs", "--data", "{tmp}/missing"], "does not exist"),
+    (["run", "--data", "{tmp}/missing.data"], "does not exist"),
+    (["run", "--set", "pruner=magic"], "pruner"),
+    (["run", "--set", "nonsense"], "--set"),
+    (["run", "--config", "{tmp}/nope.yaml"], "config"),
+    (["run", "--dataset", "catsdogs", "--data", "{tmp}"], "no recognisable"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, named):
+    result = prunerlib(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_run_appends_rows_and_config_file_and_set_override(tmp_path):
+    config = tmp_path / "trial.yaml"
+    config.write_text("pruner: threshold\nthreshold_factor: 0.5\nn: 600\nepochs_pretrain: 3\nepochs_finetune: 1\n")
+    out = tmp_path / "results.parquet"
+    for _ in range(2):
+        result = prunerlib("run", "--config", str(config), "--threshold-factor", "0.8", "--set", "seed=3",
+                           "--out", str(out), "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert "fine-tuned 1" in result.stdout and "pretrain" in result.stdout
+    df = pd.read_parquet(out)
+    assert len(df) == 2 and df["threshold_factor"].tolist() == [0.8, 0.8] and df["seed"].tolist() == [3, 3]
+    assert df["pretrain_reused"].tolist() == [False, True]
+
+
+def test_default_output_lands_under_runs(tmp_path):
+    result = prunerlib("run", "--set", "n=300", "--epochs-pretrain", "2", "--epochs-finetune", "1", "--quiet",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_parquet(tmp_path / "runs" / "results.parquet")) == 1
+
+
+def test_data_waveform_writes_the_uci_format(tmp_path):
+    out = tmp_path / "waveform-+noise.data"
+    result = prunerlib("data", "waveform", "--attributes", "40", "--n", "200", "--seed", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 200 and all(len(line.split(",")) == 41 for line in lines)
+    x, y = waveform.read_uci(out)
+    gx, gy = waveform.generate(200, 40, seed=0)
+    assert (y == gy).all() and abs(x - gx).max() <= 0.005 + 1e-6
+
+
+def test_run_reads_a_uci_file(tmp_path):
+    data = tmp_path / "waveform.data"
+    assert prunerlib("data", "waveform", "--attributes", "21", "--n", "400", "--out", str(data)).returncode == 0
+    result = prunerlib("run", "--data", str(data), "--attributes", "21", "--epochs-pretrain", "2",
+                       "--epochs-finetune", "1", "--quiet", "--out", str(tmp_path / "r.parquet"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert pd.read_parquet(tmp_path / "r.parquet")["attributes"].tolist() == [21]

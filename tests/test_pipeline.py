@@ -1,0 +1,82 @@
+import pandas as pd
+import pytest
+
+from prunerlib import pretrained
+from prunerlib.pipeline import Workdirs, run_trial
+from prunerlib.records import COLUMNS, to_table
+from tests.helpers import ffn_config
+
+
+def test_trials_sharing_pretraining_settings_pretrain_once(tmp_path, monkeypatch):
+    dirs = Workdirs(tmp_path / "pretrained")
+    first = run_trial(ffn_config(pruner="threshold"), dirs, progress=False)[0]
+    calls = []
+    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1))  # would pretrain
+    second = run_trial(ffn_config(pruner="distinctiveness", angle_cutoff=30.0), dirs, progress=False)[0]
+    assert calls == [] and not first["pretrain_reused"] and second["pretrain_reused"]
+    assert second["acc_pretrain"] == first["acc_pretrain"]
+    assert second["pretrain_epochs_run"] == first["pretrain_epochs_run"]
+    assert len(list((tmp_path / "pretrained").glob("*/model.pt"))) == 1
+
+
+def test_a_trial_row_has_every_column_and_nulls_where_they_do_not_apply(tmp_path):
+    rows = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)
+    df = to_table(rows).to_pandas()
+    assert list(df.columns) == list(COLUMNS)
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["final"] and row["cycle"] == 1
+    for column in ("angle_cutoff", "filter_criterion", "filters_removed_frac", "filters_pruned", "error", "merge"):
+        assert pd.isna(row[column]), column
+    assert row["threshold_factor"] == 1.0 and row["attributes"] == 40
+    assert 0 < row["weights_removed_frac"] < 1
+    assert row["compression_ratio"] == pytest.approx(row["params_total"] / row["params_nonzero"])
+    assert row["theoretical_speedup"] == pytest.approx(row["flops_dense"] / row["flops_pruned"])
+    assert row["theoretical_speedup"] > 1
+    assert 0 <= row["acc_finetuned"] <= 1 and row["wall_finetune_s"] > 0
+
+
+def test_cycles_prune_more_each_time_and_mark_the_last_final(tmp_path):
+    rows = run_trial(ffn_config(pruner="threshold", cycles=3), Workdirs(tmp_path), progress=False)
+    assert [r["cycle"] for r in rows] == [1, 2, 3] and [r["final"] for r in rows] == [False, False, True]
+    removed = [r["weights_removed_frac"] for r in rows]
+    assert removed[0] < removed[1] < removed[2]
+
+
+def test_pruning_every_unit_away_is_a_result_not_a_crash(tmp_path):
+    row = run_trial(ffn_config(pruner="threshold", threshold_factor=50.0), Workdirs(tmp_path), progress=False)[0]
+    assert row["status"] == "ok" and row["units_removed_frac"] == 1.0
+    assert row["flops_pruned"] == 0 and row["theoretical_speedup"] == float("inf")
+
+
+def test_max_acc_drop_stops_cycling(tmp_path):
+    # A zero tolerance with aggressive pruning stops as soon as validation accuracy dips.
+    rows = run_trial(ffn_config(pruner="threshold", threshold_factor=1.5, cycles=4, max_acc_drop=0.0,
+                                epochs_finetune=0), Workdirs(tmp_path), progress=False)
+    assert len(rows) < 4 and rows[-1]["final"]
+    assert rows[-1]["val_acc_finetuned"] < rows[-1]["val_acc_pretrain"]
+
+
+def test_nothing_left_to_prune_ends_the_cycles(tmp_path):
+    rows = run_trial(ffn_config(pruner="distinctiveness", angle_cutoff=1.0, cycles=3), Workdirs(tmp_path),
+                     progress=False)
+    assert len(rows) == 1 and rows[0]["final"]
+
+
+def test_the_none_control_trains_every_cycle(tmp_path):
+    rows = run_trial(ffn_config(pruner="none", cycles=2), Workdirs(tmp_path), progress=False)
+    assert len(rows) == 2 and all(r["units_removed_frac"] == 0 for r in rows)
+
+
+def test_a_diverging_trial_is_a_failed_row_not_a_crash(tmp_path):
+    rows = run_trial(ffn_config(lr=1e38, optimizer="sgd"), Workdirs(tmp_path), progress=False)
+    assert len(rows) == 1
+    assert rows[0]["status"] == "failed" and "TrainingDiverged" in rows[0]["error"]
+    assert to_table(rows).num_rows == 1
+
+
+def test_random_control_records_the_settings_it_mirrors(tmp_path):
+    cfg = ffn_config(pruner="random", match={"pruner": "threshold", "threshold_factor": 1.0})
+    row = run_trial(cfg, Workdirs(tmp_path), progress=False)[0]
+    mirror = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)[0]
+    assert (row["pruner"], row["match"], row["threshold_factor"]) == ("random", "threshold", 1.0)
+    assert row["weights_removed_frac"] == mirror["weights_removed_frac"]
