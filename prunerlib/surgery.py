@@ -8,6 +8,7 @@ leaves the network computing exactly what a physically smaller one computes (`co
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -149,12 +150,12 @@ def compact(model: nn.Module, masks: Masks) -> nn.Module:
             weight, bias = weight[keep_out[name]], bias[keep_out[name]]
         if name in keep_in:
             weight = weight[:, keep_in[name]]
-        # skip_init: the weights are copied in next, and a layer pruned to zero width is legal.
-        if isinstance(old, nn.Conv2d):
-            new = nn.utils.skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], old.kernel_size,
-                                     old.stride, old.padding)
-        else:
-            new = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0])
+        with warnings.catch_warnings():  # a layer pruned to zero width is legal here
+            warnings.simplefilter("ignore", UserWarning)
+            if isinstance(old, nn.Conv2d):
+                new = nn.Conv2d(weight.shape[1], weight.shape[0], old.kernel_size, old.stride, old.padding)
+            else:
+                new = nn.Linear(weight.shape[1], weight.shape[0])
         new.weight.copy_(weight)
         new.bias.copy_(bias)
         parent, _, attr = name.rpartition(".")
