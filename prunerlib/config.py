@@ -33,12 +33,12 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "waveform": {
         "model": "ffn", "hidden": 50, "attributes": 40,
         "epochs_pretrain": 100, "epochs_finetune": 30, "lr": 3e-4, "patience": 5,
-        "min_delta": 0.005, "batch_size": 32,
+        "min_delta": 0.005, "batch_size": 32, "weight_decay": 0.0,
     },
     "catsdogs": {
         "model": "cnn", "hidden": 128,
         "epochs_pretrain": 40, "epochs_finetune": 15, "lr": 1e-3, "patience": 5,
-        "min_delta": 0.01, "batch_size": 32,
+        "min_delta": 0.01, "batch_size": 32, "weight_decay": 5e-4,
     },
 }
 
@@ -87,7 +87,7 @@ class TrialConfig:
     lr: float | None = None
     optimizer: Optimizer = "adam"
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     device: str = "auto"  # auto = cuda when available, else cpu
 
     # ----------------------------------------------------------------------------
@@ -215,6 +215,9 @@ class TrialConfig:
                 )
             if self.match == "filters" and not self.prunes_filters:
                 raise ConfigError("filters_pruned: random matching 'filters' needs filters_pruned or filters_frac")
+        elif self.pruner == "none" and self.prunes_filters:
+            raise ConfigError("filters_pruned: the none control prunes nothing; use pruner 'filters' "
+                              "for filter ranking alone")
         elif self.match is not None:
             raise ConfigError(f"match: only a random control mirrors another pruner, not {self.pruner!r}")
         if isinstance(self.threshold_layers, tuple) and not self.threshold_layers:

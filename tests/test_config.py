@@ -26,6 +26,7 @@ def test_defaults_follow_the_dataset():
     ({"pruner": "random"}, "match"),
     ({"pruner": "threshold", "match": "threshold"}, "match"),
     ({"filters_frac": 0.5}, "filters_pruned"),
+    ({"dataset": "catsdogs", "data": "d", "pruner": "none", "filters_frac": 0.5}, "filters_pruned"),
     ({"model": "cnn"}, "model"),
     ({"cycles": 0}, "cycles"),
     ({"seed": 1.5}, "seed"),
