@@ -18,9 +18,10 @@ def test_defaults_follow_the_dataset():
     ({"lr": "fast"}, "lr"),
     ({"pruner": "magic"}, "pruner"),
     ({"attributes": 30}, "attributes"),
-    ({"dataset": "catsdogs", "data": "d", "filters_pruned": 99}, "filters_pruned"),
-    ({"dataset": "catsdogs", "data": "d", "filters_pruned": [1, 2, 3]}, "filters_pruned"),
-    ({"dataset": "catsdogs", "data": "d", "filters_frac": 1.0}, "filters_frac"),
+    ({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_pruned": 99}, "filters_pruned: conv1 has 16"),
+    ({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_pruned": [1, 2, 3]},
+     "filters_pruned: give one count or one per conv layer"),
+    ({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_frac": 1.0}, "filters_frac"),
     ({"dataset": "catsdogs", "data": "d", "pruner": "filters"}, "filters_pruned"),
     ({"dataset": "catsdogs"}, "data"),
     ({"pruner": "random"}, "match"),
@@ -53,7 +54,7 @@ def test_pretrain_key_ignores_pruning_settings_but_not_training_ones():
 
 
 def test_filter_counts_from_fraction_or_count():
-    frac = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "filters_frac": 0.5})
+    frac = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_frac": 0.5})
     assert frac.filter_counts() == (8, 16)
-    per_layer = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "filters_pruned": [2, 5]})
+    per_layer = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_pruned": [2, 5]})
     assert per_layer.filter_counts() == (2, 5)
