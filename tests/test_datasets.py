@@ -30,3 +30,14 @@ def test_a_uci_file_replaces_generated_data(tmp_path):
     waveform.write_uci(path, x, y)
     data = load_data(TrialConfig.from_dict({"data": str(path), "attributes": 21}))
     assert len(data.test_y) + len(data.train_y) + len(data.val_y) == 500 and data.in_features == 21
+
+
+def test_catsdogs_images_are_normalised_with_training_statistics(catsdogs_dir, tmp_path):
+    cfg = TrialConfig.from_dict({"dataset": "catsdogs", "data": str(catsdogs_dir), "train_per_class": 100,
+                                 "test_per_class": 20})
+    data = load_data(cfg, image_cache_dir=tmp_path)
+    assert data.train_x.shape == (180, 3, 32, 32) and len(data.val_y) == 20 and len(data.test_y) == 40
+    assert data.classes == 2 and data.flip  # flips are for training batches only (training.train)
+    # Per-channel statistics come from the fitting part: there the channels are standard.
+    assert torch.allclose(data.train_x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(data.train_x.std((0, 2, 3)), torch.ones(3), atol=1e-3)
