@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
@@ -56,15 +56,7 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
               progress: bool = True) -> list[dict[str, Any]]:
     """Rows for every cycle run, or one `failed` row if training diverged or broke.
     Bad settings and unusable data raise (ConfigError / DataError): there is no result to keep."""
-    started = dt.datetime.now(dt.timezone.utc)
-    base = _config_columns(cfg) | provenance() | {
-        "sweep": sweep,
-        "trial_id": trial_id or f"{cfg.config_hash()}-{started:%Y%m%dT%H%M%S%f}",
-        "config_hash": cfg.config_hash(),
-        "pretrain_key": cfg.pretrain_key(),
-        "started_at": started,
-        "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
-    }
+    base = identity_columns(cfg, sweep, trial_id)
     try:
         device = resolve_device(cfg.device)
         base["device"] = str(device)
@@ -73,56 +65,107 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
     except (ConfigError, DataError):
         raise
     except Exception as exc:  # a diverging or crashing trial is a result: record it, go on
-        log.warning("trial %s failed: %s", base["trial_id"], exc)
-        log.debug("%s", traceback.format_exc())
-        return [base | {"cycle": 1, "final": True, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+        return failed_rows(base, exc)
+
+
+def identity_columns(cfg: TrialConfig, sweep: str | None, trial_id: str | None) -> dict[str, Any]:
+    """Columns every row of the trial shares: identity, configuration, provenance."""
+    started = dt.datetime.now(dt.timezone.utc)
+    return _config_columns(cfg) | provenance() | {
+        "sweep": sweep,
+        "trial_id": trial_id or f"{cfg.config_hash()}-{started:%Y%m%dT%H%M%S%f}",
+        "config_hash": cfg.config_hash(),
+        "pretrain_key": cfg.pretrain_key(),
+        "started_at": started,
+        "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+
+
+def failed_rows(base: dict[str, Any], exc: BaseException) -> list[dict[str, Any]]:
+    """The one row a diverged or crashed trial leaves: earlier cycles' rows are not kept."""
+    log.warning("trial %s failed: %s", base["trial_id"], exc)
+    log.debug("%s", "".join(traceback.format_exception(exc)))
+    return [base | {"cycle": 1, "final": True, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def finetune_seed(cfg: TrialConfig, cycle: int) -> int:
+    """Seed of a fine-tuning stage's data order (and flips)."""
+    return cfg.seed + 1000 * cycle
 
 
 def _cycles(cfg: TrialConfig, data: Data, dirs: Workdirs, device: torch.device,
             progress: bool) -> list[dict[str, Any]]:
     model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
-    input_shape = tuple(data.train_x.shape[1:])
-    flops_dense = sum(count_flops(model, input_shape).values())
-    params_total, _ = param_counts(model)
-    masks = Masks(model).to(device)
-    pruners = build_pruners(cfg)
-    scope = threshold_params(model, cfg.threshold_layers)
-    sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
-    ctx = PruneContext(model, masks, data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
-                       torch.Generator().manual_seed(cfg.seed))
-    rows: list[dict[str, Any]] = []
+    trial = TrialState(cfg, data, model, pre)
     for cycle in range(1, cfg.cycles + 1):
-        removal = Removal()
-        for pruner in pruners:
-            removal.extend(pruner.plan(ctx))
-        if cycle > 1 and cfg.pruner != "none" and removal.count() == 0:
-            log.info("cycle %d: nothing more to prune, stopping", cycle)
+        if not trial.prune(cycle):
             break
-        apply_removal(model, masks, removal)
-        acc_pruned = accuracy(model, data.test_x, data.test_y)
-        tune = train(model, data, cfg, epochs=cfg.epochs_finetune, seed=cfg.seed + 1000 * cycle, masks=masks,
-                     desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress)
+        tune = train(model, data, cfg, epochs=cfg.epochs_finetune, seed=finetune_seed(cfg, cycle),
+                     masks=trial.masks, desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress)
+        if not trial.record(cycle, tune.wall_s):
+            break
+    return trial.finish()
+
+
+class TrialState:
+    """One trial between its stages: model, masks, pruners and the rows so far. Pruning and
+    recording live here so that a single trial and a population member do exactly the same."""
+
+    def __init__(self, cfg: TrialConfig, data: Data, model: nn.Module, pre: PretrainResult):
+        self.cfg, self.data, self.model, self.pre = cfg, data, model, pre
+        device = data.train_x.device
+        self.input_shape = tuple(data.train_x.shape[1:])
+        self.flops_dense = sum(count_flops(model, self.input_shape).values())
+        self.params_total, _ = param_counts(model)
+        self.masks = Masks(model).to(device)
+        self.pruners = build_pruners(cfg)
+        self.scope = threshold_params(model, cfg.threshold_layers)
+        sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
+        self.ctx = PruneContext(model, self.masks, data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
+                                torch.Generator().manual_seed(cfg.seed))
+        self.acc_pruned = float("nan")
+        self.rows: list[dict[str, Any]] = []
+
+    def prune(self, cycle: int) -> bool:
+        """Prune for `cycle`; False when nothing more can be pruned (the trial stops)."""
+        removal = Removal()
+        for pruner in self.pruners:
+            removal.extend(pruner.plan(self.ctx))
+        if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
+            log.info("cycle %d: nothing more to prune, stopping", cycle)
+            return False
+        apply_removal(self.model, self.masks, removal)
+        self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
+        return True
+
+    def record(self, cycle: int, wall_finetune_s: float) -> bool:
+        """Add the fine-tuned cycle's row; False when accuracy fell too far (the trial stops)."""
+        cfg, data, model, masks = self.cfg, self.data, self.model, self.masks
         params_nonzero = param_counts(model)[1]
-        flops = pruned_flops(model, masks, input_shape)
+        flops = pruned_flops(model, masks, self.input_shape)
         val_acc = accuracy(model, data.val_x, data.val_y)
-        rows.append(_pretrain_columns(pre) | removed_fractions(model, masks, scope) | {
+        self.rows.append(_pretrain_columns(self.pre) | removed_fractions(model, masks, self.scope) | {
             "cycle": cycle, "final": False, "status": "ok",
-            "acc_pruned": acc_pruned,
+            "acc_pruned": self.acc_pruned,
             "acc_finetuned": accuracy(model, data.test_x, data.test_y),
             "train_acc_finetuned": accuracy(model, data.train_x, data.train_y),
             "val_acc_finetuned": val_acc,
-            "params_total": params_total, "params_nonzero": params_nonzero,
-            "compression_ratio": params_total / params_nonzero if params_nonzero else float("inf"),
-            "flops_dense": flops_dense, "flops_pruned": flops, "theoretical_speedup": flops_dense / flops if flops else float("inf"),
-            "wall_finetune_s": tune.wall_s,
+            "params_total": self.params_total, "params_nonzero": params_nonzero,
+            "compression_ratio": self.params_total / params_nonzero if params_nonzero else float("inf"),
+            "flops_dense": self.flops_dense, "flops_pruned": flops,
+            "theoretical_speedup": self.flops_dense / flops if flops else float("inf"),
+            "wall_finetune_s": wall_finetune_s,
         })
         # Decided on validation accuracy: the test set is only ever reported, never consulted.
-        if cfg.max_acc_drop is not None and val_acc < pre.acc_val - cfg.max_acc_drop:
+        if cfg.max_acc_drop is not None and val_acc < self.pre.acc_val - cfg.max_acc_drop:
             log.info("cycle %d: validation accuracy %.4f fell more than %.4f below pretrained %.4f, stopping",
-                     cycle, val_acc, cfg.max_acc_drop, pre.acc_val)
-            break
-    rows[-1]["final"] = True
-    return rows
+                     cycle, val_acc, cfg.max_acc_drop, self.pre.acc_val)
+            return False
+        return True
+
+    def finish(self) -> list[dict[str, Any]]:
+        self.rows[-1]["final"] = True
+        return self.rows
 
 
 def _pretrain_columns(pre: PretrainResult) -> dict[str, Any]:

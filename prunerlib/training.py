@@ -46,6 +46,18 @@ def plateaued(val_acc: list[float], patience: int, min_delta: float) -> bool:
     return max(val_acc[-patience:]) - max(val_acc[:-patience]) < min_delta
 
 
+def diverged(loss: float, epoch: int, desc: str) -> TrainingDiverged:
+    return TrainingDiverged(f"loss became {loss} in epoch {epoch} of {desc}")
+
+
+def epoch_batches(n: int, batch_size: int, order: torch.Generator,
+                  flips: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One epoch's batches: example indices, and for images which of them to flip. Drawn in
+    the order a stage always draws them, so a population member sees its single run's batches."""
+    batches = torch.randperm(n, generator=order).split(batch_size)
+    return [(idx, torch.rand(len(idx), generator=order) < 0.5 if flips else None) for idx in batches]
+
+
 def train(model: nn.Module, data: Data, cfg: TrialConfig, *, epochs: int, seed: int,
           masks: Masks | None = None, plateau: bool = False, desc: str = "train",
           progress: bool = True) -> StageLog:
@@ -61,14 +73,14 @@ def train(model: nn.Module, data: Data, cfg: TrialConfig, *, epochs: int, seed: 
     model.train()
     for epoch in bar:
         total = 0.0
-        for idx in torch.randperm(len(data.train_y), generator=order).split(cfg.batch_size):
+        for idx, flip in epoch_batches(len(data.train_y), cfg.batch_size, order, data.flip):
             x, y = data.train_x[idx.to(data.train_x.device)], data.train_y[idx.to(data.train_y.device)]
-            if data.flip:
-                flip = (torch.rand(len(idx), generator=order) < 0.5).to(x.device)
+            if flip is not None:
+                flip = flip.to(x.device)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1} of {desc}")
+                raise diverged(loss.item(), epoch + 1, desc)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masks is not None:
