@@ -1,0 +1,206 @@
+"""Many trials as one computation: `run_pack` gives each configuration exactly the rows
+`pipeline.run_trial` would, but fine-tunes every compatible member in one batched population.
+
+Small trials spend their time on per-step overhead, not arithmetic; K members stepping
+together pay that overhead once (see `batched`). Everything a member decides stays its own:
+pretraining comes from the shared store (`load_or_pretrain`, once per pretrain key), the
+unchanged pruners plan on an ordinary `nn.Module` holding the member's weights
+(`pipeline.TrialState`), and each member's batches come from its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunerlib.batched import Population, StageResult, train_population
+from prunerlib.config import TrialConfig
+from prunerlib.datasets import Data, load_data
+from prunerlib.errors import ConfigError, DataError
+from prunerlib.models import build_model
+from prunerlib.pipeline import (TrialState, Workdirs, failed_rows, finetune_seed, identity_columns,
+                                resolve_device, run_trial)
+from prunerlib.pretrained import load_or_pretrain
+from prunerlib.pruners.threshold import threshold_params
+from prunerlib.training import diverged
+
+log = logging.getLogger("prunerlib.population")
+
+Rows = list[dict[str, Any]]
+
+# Settings a population shares: the data (so one copy serves every member), the architecture
+# (so parameters stack), and the shape of a fine-tuning stage (so members step in lock-step).
+# Everything else — seed, pretraining, pruner settings, cycles, learning rate, weight decay,
+# momentum — stays per member.
+_SHARED = (
+    "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed", "train_per_class",
+    "test_per_class", "image_size", "model", "hidden", "activation", "conv_channels",
+    "batch_size", "epochs_finetune", "optimizer", "device",
+)
+
+# On CPU memory is rarely the limit; past this many FFN members a step stops getting cheaper
+# per member (measured: benchmarks/population.py) and one pack only delays the others' results.
+_CPU_CAP = 128
+
+
+def population_key(cfg: TrialConfig) -> tuple[Any, ...]:
+    """Members with equal keys can be fine-tuned as one population."""
+    return tuple((name, repr(getattr(cfg, name))) for name in _SHARED)
+
+
+def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
+             trial_ids: Sequence[str] | None = None, progress: bool = False) -> list[Rows]:
+    """Rows for each member, in order — for each member exactly what
+    run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed-row
+    behaviour). Members sharing a `population_key` are fine-tuned together; a member alone in
+    its group runs as a plain trial. Bad settings or unusable data raise before any training,
+    as in run_trial; a diverging or crashing member gets its failed row and the others go on.
+
+    `wall_finetune_s` of a population member is its share of the stage: the stage's wall time
+    divided by the members that started it, so summing over rows still gives time spent."""
+    ids: Sequence[str | None] = trial_ids if trial_ids is not None else [None] * len(cfgs)
+    if len(ids) != len(cfgs):
+        raise ValueError(f"{len(cfgs)} configurations but {len(ids)} trial ids")
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for pos, cfg in enumerate(cfgs):
+        groups.setdefault(population_key(cfg), []).append(pos)
+    results: list[Rows] = [[] for _ in cfgs]
+    for members in groups.values():
+        if len(members) == 1:
+            (pos,) = members
+            results[pos] = run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress)
+            continue
+        rows = _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress)
+        for pos, member_rows in zip(members, rows):
+            results[pos] = member_rows
+    return results
+
+
+def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
+                    progress: bool) -> list[Rows]:
+    bases = [identity_columns(cfg, sweep, tid) for cfg, tid in zip(cfgs, ids)]
+    device = resolve_device(cfgs[0].device)
+    for base in bases:
+        base["device"] = str(device)
+    data = load_data(cfgs[0], dirs.image_cache).to(device)
+    _check_settings(cfgs, data)
+    done: dict[int, Rows] = {}
+    states: dict[int, TrialState] = {}
+    pretrain_failures: dict[str, Exception] = {}
+    for i, cfg in enumerate(cfgs):
+        # One pretraining per key: a key that failed is not retried for the next member.
+        key = cfg.pretrain_key()
+        try:
+            if key in pretrain_failures:
+                raise pretrain_failures[key]
+            model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
+            states[i] = TrialState(cfg, data, model, pre)
+        except (ConfigError, DataError):
+            raise
+        except Exception as exc:  # noqa: BLE001  a failed member is a row, as in run_trial
+            pretrain_failures.setdefault(key, exc)
+            done[i] = failed_rows(bases[i], exc)
+
+    def fail(i: int, exc: Exception) -> None:
+        states.pop(i)
+        done[i] = failed_rows(bases[i], exc)
+
+    def finish(i: int) -> None:
+        done[i] = [bases[i] | row for row in states.pop(i).finish()]
+
+    for cycle in range(1, max(cfg.cycles for cfg in cfgs) + 1):
+        tuning: list[int] = []
+        for i in list(states):
+            try:
+                if states[i].prune(cycle):
+                    tuning.append(i)
+                else:
+                    finish(i)
+            except Exception as exc:  # noqa: BLE001
+                fail(i, exc)
+        if not tuning:
+            break
+        stage = _finetune([states[i] for i in tuning], data, cycle, progress)
+        share = stage.wall_s / len(tuning)
+        for pos, i in enumerate(tuning):
+            cfg = cfgs[i]
+            try:
+                if pos in stage.failures:
+                    epoch, loss = stage.failures[pos]
+                    raise diverged(loss, epoch, f"fine-tune {cycle}/{cfg.cycles}")
+                if not states[i].record(cycle, share) or cycle == cfg.cycles:
+                    finish(i)
+            except Exception as exc:  # noqa: BLE001
+                fail(i, exc)
+    return [done[i] for i in range(len(cfgs))]
+
+
+def _finetune(states: list[TrialState], data: Data, cycle: int, progress: bool) -> StageResult:
+    """Fine-tune the members' current models together, then hand each its weights back."""
+    cfg = states[0].cfg
+    pop = Population([s.model for s in states], [s.masks for s in states], [s.cfg for s in states])
+    stage = train_population(pop, data, [finetune_seed(s.cfg, cycle) for s in states],
+                             epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
+                             desc=f"fine-tune {cycle} ({len(states)} members)", progress=progress)
+    pop.write_back([s.model for pos, s in enumerate(states) if pos not in stage.failures])
+    return stage
+
+
+def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:
+    """Raise now for a setting run_trial would reject only after pretraining."""
+    with torch.random.fork_rng(devices=[]):  # build_model seeds the global generator
+        template = build_model(cfgs[0], data.in_features, data.classes)
+    for cfg in cfgs:
+        threshold_params(template, cfg.threshold_layers)
+
+
+def pack_size_for(cfg: TrialConfig, device: torch.device | str, budget_bytes: int | None = None) -> int:
+    """How many members like `cfg` fit in one population on `device`: the memory budget
+    (by default 80% of the GPU's free memory, or half the machine's available memory on CPU,
+    capped at _CPU_CAP) over one member's parameters, gradient, mask, optimiser state and a
+    training step's activations."""
+    device = torch.device(device)
+    per_member = member_bytes(cfg)
+    if budget_bytes is None:
+        if device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(device)
+            budget_bytes = int(0.8 * free)
+        else:
+            budget_bytes = _available_memory() // 2
+    fit = max(1, budget_bytes // per_member)
+    return fit if device.type == "cuda" else min(fit, _CPU_CAP)
+
+
+def member_bytes(cfg: TrialConfig) -> int:
+    """Memory one population member needs during a fine-tuning step (float32)."""
+    in_shape = (cfg.attributes,) if cfg.model == "ffn" else (3, cfg.image_size, cfg.image_size)
+    classes = 3 if cfg.dataset == "waveform" else 2
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        model = build_model(cfg, in_shape[0], classes)
+        per_example = _activation_numel(model, torch.zeros(1, *in_shape))
+    params = sum(p.numel() for p in model.parameters())
+    # parameters, gradient, mask, two Adam moments, and one temporary of the update;
+    # activations are kept for backward, get a gradient each, and the grouped convolution
+    # regroups its input and output once more.
+    return 4 * (6 * params + 3 * cfg.batch_size * per_example)
+
+
+def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+             for m in model.modules() if not list(m.children())]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(sizes)
+
+
+def _available_memory() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

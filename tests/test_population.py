@@ -1,0 +1,203 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunerlib import pipeline, population, pretrained
+from prunerlib.batched import Population, train_population
+from prunerlib.config import TrialConfig
+from prunerlib.datasets import Data
+from prunerlib.masks import Masks
+from prunerlib.pipeline import TrialState, Workdirs, run_trial
+from prunerlib.population import member_bytes, pack_size_for, run_pack
+from prunerlib.training import train
+from tests.helpers import ffn_config, random_data, small_cnn, small_ffn
+
+# Population members compute exactly what their single runs compute, except that a batched
+# matmul or grouped convolution may sum in another order: trajectories then differ by float
+# rounding (~1e-7 relative per step), which a few short epochs grow to ~1e-6. Weights are
+# compared at 1e-4; an accuracy can move only if an example sits within that of a decision
+# boundary, so accuracies may differ by at most one example.
+WEIGHT_ATOL = 1e-4
+
+# Columns that differ between two runs of one configuration by design: identity and timing.
+_RUN_SPECIFIC = {"started_at", "wall_pretrain_s", "wall_finetune_s"}
+_ACCURACIES = {"acc_pruned", "acc_finetuned", "train_acc_finetuned", "val_acc_finetuned"}
+
+
+def _mixed_ffn_population() -> list[TrialConfig]:
+    cfgs = []
+    for seed in (0, 1):
+        cfgs += [ffn_config(pruner="distinctiveness", angle_cutoff=cutoff, seed=seed) for cutoff in (15.0, 30.0)]
+        cfgs += [ffn_config(pruner="threshold", threshold_factor=f, cycles=2, seed=seed) for f in (0.5, 1.0)]
+        cfgs += [ffn_config(pruner="none", seed=seed),
+                 ffn_config(pruner="random", match="threshold", threshold_factor=1.0, seed=seed)]
+    # Per-member hyper-parameters inside one population, and a member that fits no group.
+    cfgs += [ffn_config(pruner="threshold", lr=1e-3, weight_decay=1e-3, seed=2),
+             ffn_config(pruner="threshold", epochs_finetune=1, seed=2)]
+    return cfgs
+
+
+def _capture_masks(monkeypatch) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
+    """Every trial's masks after each cycle, by (config hash, cycle), however it ran."""
+    seen: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+    record = TrialState.record
+
+    def spy(self: TrialState, cycle: int, wall: float) -> bool:
+        seen[(self.cfg.config_hash(), cycle)] = self.masks.state_dict()
+        return record(self, cycle, wall)
+
+    monkeypatch.setattr(TrialState, "record", spy)
+    return seen
+
+
+def _assert_rows_match(single: list[dict], packed: list[dict], n_test: int) -> None:
+    assert len(packed) == len(single)
+    for a, b in zip(single, packed):
+        assert set(a) == set(b)
+        for column in set(a) - _RUN_SPECIFIC - _ACCURACIES:
+            assert a[column] == b[column], column
+        for column in _ACCURACIES & set(a):
+            assert abs(a[column] - b[column]) <= 1 / n_test + 1e-12, column
+
+
+def _run_both(cfgs, tmp_path):
+    """Each configuration run alone and as a pack, from separate pretrained stores."""
+    single = [run_trial(cfg, Workdirs(tmp_path / "single"), trial_id=f"t{i}", progress=False)
+              for i, cfg in enumerate(cfgs)]
+    packed = run_pack(cfgs, Workdirs(tmp_path / "pack"), trial_ids=[f"t{i}" for i in range(len(cfgs))])
+    return single, packed
+
+
+def test_a_mixed_ffn_pack_gives_every_member_its_single_run(tmp_path, monkeypatch):
+    cfgs = _mixed_ffn_population()
+    masks = _capture_masks(monkeypatch)
+    single = [run_trial(cfg, Workdirs(tmp_path / "single"), trial_id=f"t{i}", progress=False)
+              for i, cfg in enumerate(cfgs)]
+    single_masks = dict(masks)
+    masks.clear()
+    packed = run_pack(cfgs, Workdirs(tmp_path / "pack"), trial_ids=[f"t{i}" for i in range(len(cfgs))])
+    assert masks.keys() == single_masks.keys()  # the same cycles ran
+    for key, tensors in single_masks.items():
+        for name, mask in tensors.items():
+            assert torch.equal(masks[key][name], mask), (key, name)
+    n_test = round(cfgs[0].n * cfgs[0].test_frac)
+    for a, b in zip(single, packed):
+        _assert_rows_match(a, b, n_test)
+    assert {r["status"] for rows in packed for r in rows} == {"ok"}
+
+
+def test_pretraining_runs_once_per_key_in_a_pack(tmp_path, monkeypatch):
+    calls = []
+    real = pretrained.train
+    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfgs = [ffn_config(pruner=p, seed=s) for s in (0, 1) for p in ("none", "threshold", "distinctiveness")]
+    rows = run_pack(cfgs, Workdirs(tmp_path))
+    assert len(calls) == 2 and len(list(tmp_path.glob("*/model.pt"))) == 2
+    assert [r[0]["pretrain_reused"] for r in rows] == [False, True, True, False, True, True]
+
+
+def test_a_diverging_member_fails_alone(tmp_path):
+    # The diverging member must reach fine-tuning: give its pretrain key a sane pretrained model.
+    sane = ffn_config(pruner="threshold", optimizer="sgd", lr=0.05)
+    wild = ffn_config(pruner="threshold", optimizer="sgd", lr=1e38)  # overflows float32 within an epoch
+    for root in ("single", "pack"):
+        run_trial(sane, Workdirs(tmp_path / root), progress=False)
+        shutil.copytree(tmp_path / root / sane.pretrain_key(), tmp_path / root / wild.pretrain_key())
+    cfgs = [sane.replace(pruner="distinctiveness"), wild, sane.replace(pruner="none", seed=1), sane]
+    single, packed = _run_both(cfgs, tmp_path)
+    assert single[1][0]["status"] == "failed" and "TrainingDiverged" in single[1][0]["error"]
+    for i, (a, b) in enumerate(zip(single, packed)):
+        _assert_rows_match(a, b, n_test=120)
+        assert b[0]["status"] == ("failed" if i == 1 else "ok")
+
+
+def test_a_diverging_pretraining_fails_every_member_of_its_key_once(tmp_path, monkeypatch):
+    calls = []
+    real = pretrained.train
+    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfgs = [ffn_config(pruner=p, optimizer="sgd", lr=lr) for p, lr in (("none", 1e38), ("threshold", 1e38), ("none", 0.05))]
+    rows = run_pack(cfgs, Workdirs(tmp_path))
+    assert [r[0]["status"] for r in rows] == ["failed", "failed", "ok"]
+    assert rows[0][0]["error"] == rows[1][0]["error"] and "TrainingDiverged" in rows[0][0]["error"]
+    assert len(calls) == 2  # the diverging key once, the sane key once
+
+
+def _image_data(n: int = 96) -> Data:
+    data = random_data(n=n, classes=2, image=True)
+    data.train_y = (data.train_x[:, 0].mean((1, 2)) > 0).long()  # learnable, so weights move
+    data.val_y, data.test_y = data.train_y[:64], data.train_y[:64]
+    return data
+
+
+def _cnn_config(**settings) -> TrialConfig:
+    return TrialConfig.from_dict({"dataset": "catsdogs", "data": "synthetic", "conv_channels": [6, 8],
+                                  "hidden": 10, "epochs_pretrain": 2, "epochs_finetune": 2, "patience": 2,
+                                  "batch_size": 16, **settings})
+
+
+def test_a_cnn_pack_gives_every_member_its_single_run(tmp_path, monkeypatch):
+    data = _image_data()
+    for module in (pipeline, population):  # the photos loader is not needed to test batching
+        monkeypatch.setattr(module, "load_data", lambda cfg, cache=None: Data(**vars(data)))
+    cfgs = [_cnn_config(pruner="filters", filters_frac=0.5, seed=0),
+            _cnn_config(pruner="distinctiveness", filters_pruned=2, seed=0),
+            _cnn_config(pruner="threshold", filters_pruned=[1, 3], lr=3e-3, seed=1),
+            _cnn_config(pruner="none", seed=1)]
+    single, packed = _run_both(cfgs, tmp_path)
+    for a, b in zip(single, packed):
+        _assert_rows_match(a, b, n_test=len(data.test_y))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_population_training_follows_each_members_single_trajectory(optimizer):
+    data = random_data(n=200, features=8)
+    cfgs = [TrialConfig.from_dict({"optimizer": optimizer, "lr": lr, "weight_decay": wd, "momentum": m})
+            for lr, wd, m in ((1e-2, 0.0, 0.9), (3e-3, 1e-2, 0.5), (1e-2, 0.0, 0.0))]
+    models = [small_ffn(seed=k) for k in range(3)]
+    masks = [Masks(m) for m in models]
+    masks[1].prune("fc1.weight", models[1].fc1.weight.abs() < 0.2)
+    masks[2].prune("fc1.bias", torch.arange(6) < 2)
+    for model, mask in zip(models, masks):
+        mask.apply(model)
+    alone = [small_ffn() for _ in models]
+    for model, copy, mask, cfg, seed in zip(models, alone, masks, cfgs, (5, 6, 5)):
+        copy.load_state_dict(model.state_dict())
+        train(copy, data, cfg, epochs=3, seed=seed, masks=mask, progress=False)
+    pop = Population(models, masks, cfgs)
+    assert train_population(pop, data, [5, 6, 5], epochs=3, batch_size=32).failures == {}
+    pop.write_back(models)
+    for model, copy, mask in zip(models, alone, masks):
+        for (name, p), q in zip(model.named_parameters(), copy.parameters()):
+            torch.testing.assert_close(p, q, atol=WEIGHT_ATOL, rtol=0)
+            assert not p[~mask[name]].any(), f"{name}: a pruned weight moved"
+
+
+def test_population_training_of_cnns_flips_each_members_own_images():
+    data = _image_data()
+    cfg = _cnn_config()
+    models = [small_cnn(seed=k) for k in range(2)]
+    masks = [Masks(m) for m in models]
+    masks[0].prune("conv1.weight", torch.arange(6)[:, None, None, None].expand(6, 3, 5, 5) < 2)
+    for model, mask in zip(models, masks):
+        mask.apply(model)
+    alone = [small_cnn() for _ in models]
+    for model, copy, mask, seed in zip(models, alone, masks, (1, 2)):
+        copy.load_state_dict(model.state_dict())
+        train(copy, data, cfg, epochs=2, seed=seed, masks=mask, progress=False)
+    pop = Population(models, masks, [cfg, cfg])
+    train_population(pop, data, [1, 2], epochs=2, batch_size=cfg.batch_size)
+    pop.write_back(models)
+    for model, copy in zip(models, alone):
+        for p, q in zip(model.parameters(), copy.parameters()):
+            torch.testing.assert_close(p, q, atol=WEIGHT_ATOL, rtol=0)
+
+
+def test_pack_size_follows_the_memory_budget():
+    cfg = ffn_config()
+    assert pack_size_for(cfg, "cpu", budget_bytes=10 * member_bytes(cfg)) == 10
+    assert pack_size_for(cfg, "cpu", budget_bytes=1) == 1
+    assert 1 <= pack_size_for(cfg, "cpu") <= population._CPU_CAP
+    cnn = _cnn_config(conv_channels=[16, 32], hidden=128, batch_size=32)
+    assert member_bytes(cnn) > 10 * member_bytes(cfg)  # conv activations dominate
