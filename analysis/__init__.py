@@ -1,0 +1,1 @@
+"""Paper tables, figures and a report from prunerlib result rows (Parquet only)."""
