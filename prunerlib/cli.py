@@ -1,4 +1,5 @@
-"""`prunerlib` command line: `run` one trial, `data waveform` to write a UCI-format file.
+"""`prunerlib` command line: `run` one trial, `sweep` many on Ray Tune, `data waveform` to write
+a UCI-format file.
 
 User mistakes (unknown flag, bad value, unusable data) print one line and exit 2; a trial
 that diverges is a result (a `failed` row), not a crash.
@@ -70,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path, default=Path("runs"), help="where pretrained models are kept and reused")
     run.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
+    sweep = commands.add_parser("sweep", help="run a sweep spec on Ray Tune (embedded local Ray by default)")
+    sweep.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/quick.yaml")
+    sweep.add_argument("--storage", help="folder the sweep folder goes in (default: runs; on a cluster, a folder "
+                                         "every node shares)")
+    sweep.add_argument("--address", help="join a running Ray cluster: auto, or HOST:PORT (default: embedded local Ray)")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same spec")
+    sweep.add_argument("--dry-run", action="store_true", help="print the trials and the resource plan, run nothing")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
+
     data = commands.add_parser("data", help="write data files")
     kinds = data.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     wave = kinds.add_parser("waveform", help="generate Waveform data in the UCI file format")
@@ -97,7 +108,13 @@ def trial_settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             settings[flag.replace("-", "_")] = value
-    for item in args.set:
+    settings.update(set_overrides(args.set))
+    return settings
+
+
+def set_overrides(items: list[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
@@ -122,6 +139,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if rows[-1]["status"] == "ok" else 1
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from prunerlib.sweep.plan import plan_text
+    from prunerlib.sweep.spec import SpecError, load_spec
+
+    spec = load_spec(args.spec, set_overrides(args.set))
+    if args.dry_run:
+        print(plan_text(spec))
+        return 0
+    remote = args.address not in (None, "local")
+    if remote and not args.storage:
+        raise SpecError("storage: a sweep on a cluster needs --storage, a folder every node shares "
+                        "(an NFS mount, say) at the same path")
+    from prunerlib.sweep.runner import run_sweep
+
+    return run_sweep(spec, args.storage or "runs", address=args.address if remote else None, resume=args.resume)
+
+
 def _data(args: argparse.Namespace) -> int:
     from prunerlib import waveform
 
@@ -136,10 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args) if args.command == "run" else _data(args)
+        return {"run": _run, "sweep": _sweep, "data": _data}[args.command](args)
     except PrunerlibError as exc:
         print(f"prunerlib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

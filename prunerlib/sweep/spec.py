@@ -1,0 +1,341 @@
+"""A sweep spec (YAML): what to run, validated whole before anything starts.
+
+    name: paper_waveform
+    fixed: {dataset: waveform}            # TrialConfig settings every trial shares
+    seeds: [0, 1, 2, 3, 4]
+    grid:                                 # per-pruner sub-grids; a list value is a grid axis
+      - {pruner: distinctiveness, attributes: [21, 40], angle_cutoff: [10, 15, 20]}
+      - {pruner: threshold, attributes: [21, 40], threshold_factor: [0.5, 1.0]}
+      - {pruner: none, attributes: [21, 40]}
+    search:                               # instead of (or besides) a grid: an Optuna study
+      sampler: nsga2                      # tpe | nsga2 | random | grid
+      num_samples: 40
+      objectives: {acc_finetuned: max, weights_removed_frac: max}
+      space: {threshold_factor: {low: 0.25, high: 2.5}, pruner: [threshold]}
+    resources: {cpu: 1, gpu: 0}           # per Tune trial; fractional GPUs allowed
+    max_concurrent: 4                     # Tune trials at once (default: as resources allow)
+    max_failures: 1                       # retries of a Tune trial after an infrastructure fault
+    pack_size: 1                          # trial configurations per Tune trial
+
+Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from prunerlib.config import TrialConfig
+from prunerlib.errors import ConfigError
+
+Sampler = Literal["tpe", "nsga2", "random", "grid"]
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+# Metrics of a trial's final row that a search can optimise.
+OBJECTIVE_METRICS = (
+    "acc_finetuned", "acc_pruned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac",
+    "compression_ratio", "theoretical_speedup", "params_nonzero", "flops_pruned",
+)
+# Method settings and the pruner they belong to: a grid entry may only vary settings of its own
+# pruner, so that cutoffs pair only with distinctiveness and factors only with threshold.
+METHOD_SETTINGS = {
+    "angle_cutoff": "distinctiveness", "merge": "distinctiveness", "remove_constant": "distinctiveness",
+    "distinct_max_patterns": "distinctiveness",
+    "threshold_factor": "threshold", "threshold_stat": "threshold", "threshold_layers": "threshold",
+}
+_TOP_KEYS = ("name", "description", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
+             "max_failures", "pack_size")
+_SETTINGS = tuple(f.name for f in fields(TrialConfig))
+# Settings whose single value is a list: in a grid, only a list of such lists is an axis.
+_LIST_VALUED = ("conv_channels", "threshold_layers")
+
+
+class SpecError(ConfigError):
+    """The spec cannot run; the message starts with the key path of the problem."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric search dimension."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Search:
+    sampler: Sampler
+    num_samples: int
+    objectives: tuple[tuple[str, str], ...]  # (metric, "max" | "min")
+    space: dict[str, Range | tuple[Any, ...]]  # a tuple is a categorical choice
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    fixed: dict[str, Any]
+    seeds: tuple[int, ...]
+    grid: tuple[TrialConfig, ...]  # expanded: every configuration × every seed
+    search: Search | None
+    cpu: float
+    gpu: float
+    max_concurrent: int | None
+    max_failures: int
+    pack_size: int
+    raw: dict[str, Any] = field(repr=False)  # the spec as written, for the sweep folder
+
+    def search_members(self, sampled: dict[str, Any]) -> list[TrialConfig]:
+        """The configurations one search point stands for: the point at every seed."""
+        return [TrialConfig.from_dict({**self.fixed, **sampled, "seed": s}) for s in self.seeds]
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a spec file; `overrides` replace or add `fixed` settings."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if overrides:
+        raw = {**raw, "fixed": {**(raw.get("fixed") or {}), **overrides}} if isinstance(raw, dict) else raw
+    try:
+        return parse_spec(raw)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def parse_spec(raw: Any) -> SweepSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec: must be a mapping of {', '.join(_TOP_KEYS)}, got {_kind(raw)}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise SpecError(f"{key}: unknown key (known: {', '.join(_TOP_KEYS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SpecError(f"name: must be a folder-safe name (letters, digits, _ . -), got {name!r}")
+    fixed = _mapping(raw.get("fixed", {}), "fixed")
+    for key in fixed:
+        _setting_name(key, f"fixed.{key}")
+    if "seed" in fixed:
+        raise SpecError("fixed.seed: list seeds under the top-level 'seeds' key instead")
+    fixed = _absolute_data(fixed)
+    seeds = _seeds(raw.get("seeds", [0]))
+    if "grid" not in raw and "search" not in raw:
+        raise SpecError("grid: a spec needs a grid, a search, or both")
+    grid = _grid(raw.get("grid", []), fixed, seeds) if "grid" in raw else ()
+    search = _search(raw["search"], fixed, seeds) if "search" in raw else None
+    resources = _mapping(raw.get("resources", {}), "resources")
+    for key in resources:
+        if key not in ("cpu", "gpu"):
+            raise SpecError(f"resources.{key}: unknown key (known: cpu, gpu)")
+    cpu = _number(resources.get("cpu", 1), "resources.cpu", low=0, open_low=True)
+    gpu = _number(resources.get("gpu", 0), "resources.gpu", low=0)
+    if gpu > 1 and gpu != int(gpu):
+        raise SpecError(f"resources.gpu: above 1 a trial takes whole GPUs, got {gpu}")
+    max_concurrent = raw.get("max_concurrent")
+    if max_concurrent is not None:
+        max_concurrent = _integer(max_concurrent, "max_concurrent", low=1)
+    return SweepSpec(
+        name=name, fixed=fixed, seeds=seeds, grid=grid, search=search, cpu=cpu, gpu=gpu,
+        max_concurrent=max_concurrent, max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0),
+        pack_size=_integer(raw.get("pack_size", 1), "pack_size", low=1), raw=raw,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+def _grid(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> tuple[TrialConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(f"grid: must be a non-empty list of sub-grids (mappings of settings), got {_kind(raw)}")
+    configs: dict[str, tuple[TrialConfig, str]] = {}
+    for i, entry in enumerate(raw):
+        where = f"grid[{i}]"
+        entry = _mapping(entry, where)
+        if not entry:
+            raise SpecError(f"{where}: empty sub-grid; give at least a pruner")
+        axes: dict[str, list[Any]] = {}
+        for key, value in entry.items():
+            _setting_name(key, f"{where}.{key}")
+            if key == "seed":
+                raise SpecError(f"{where}.seed: list seeds under the top-level 'seeds' key instead")
+            if isinstance(value, list) and (key not in _LIST_VALUED or all(isinstance(v, list) for v in value)):
+                if not value:
+                    raise SpecError(f"{where}.{key}: empty list leaves the sub-grid with no trial")
+                axes[key] = value
+            else:
+                axes[key] = [value]
+        _check_method_settings(entry, where)
+        for combo in itertools.product(*axes.values()):
+            point = dict(zip(axes, combo))
+            paths = {k: f"{where}.{k}" + (f"[{axes[k].index(v)}]" if len(axes[k]) > 1 else "")
+                     for k, v in point.items()}
+            for seed in seeds:
+                cfg = _config({**fixed, **point, "seed": seed}, paths, where)
+                previous = configs.get(cfg.config_hash())
+                if previous is not None:
+                    raise SpecError(f"{where}: repeats a configuration of {previous[1]} ({_describe(point)})")
+                configs[cfg.config_hash()] = (cfg, where)
+    return tuple(cfg for cfg, _ in configs.values())
+
+
+def _check_method_settings(entry: dict[str, Any], where: str) -> None:
+    pruners = entry.get("pruner", "none")
+    pruners = pruners if isinstance(pruners, list) else [pruners]
+    match = entry.get("match")
+    for key, owner in METHOD_SETTINGS.items():
+        if key in entry and any(p != owner and not (p == "random" and match == owner) for p in pruners):
+            raise SpecError(f"{where}.{key}: applies to pruner {owner} only; put it in a sub-grid of its own "
+                            f"(this one has pruner {pruners if len(pruners) > 1 else pruners[0]})")
+
+
+def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
+    raw = _mapping(raw, "search")
+    known = ("sampler", "num_samples", "objectives", "space", "seed")
+    for key in raw:
+        if key not in known:
+            raise SpecError(f"search.{key}: unknown key (known: {', '.join(known)})")
+    sampler = raw.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise SpecError(f"search.sampler: must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    objectives_raw = _mapping(raw.get("objectives"), "search.objectives")
+    if not objectives_raw:
+        raise SpecError("search.objectives: name at least one metric with max or min, e.g. {acc_finetuned: max}")
+    objectives = []
+    for metric, mode in objectives_raw.items():
+        if metric not in OBJECTIVE_METRICS:
+            raise SpecError(f"search.objectives.{metric}: not an objective (one of {', '.join(OBJECTIVE_METRICS)})")
+        if mode not in ("max", "min"):
+            raise SpecError(f"search.objectives.{metric}: must be max or min, got {mode!r}")
+        objectives.append((metric, mode))
+    space_raw = _mapping(raw.get("space"), "search.space")
+    if not space_raw:
+        raise SpecError("search.space: give at least one setting to search, e.g. {threshold_factor: {low: 0.5, high: 2}}")
+    space: dict[str, Range | tuple[Any, ...]] = {}
+    for key, dim in space_raw.items():
+        path = f"search.space.{key}"
+        _setting_name(key, path)
+        if key == "seed":
+            raise SpecError(f"{path}: seeds are not searched; list them under 'seeds'")
+        space[key] = dim = _dimension(dim, path, grid_sampler=sampler == "grid")
+        extremes = ([int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]) \
+            if isinstance(dim, Range) else list(dim)
+        for value in extremes:  # a range valid at both ends is valid throughout
+            _config({**fixed, key: value, "seed": seeds[0]}, {key: path}, path)
+    num_samples = _integer(raw.get("num_samples", 10), "search.num_samples", low=1)
+    if sampler == "grid":
+        points = 1
+        for dim in space.values():
+            points *= len(dim)
+        if num_samples > points:
+            raise SpecError(f"search.num_samples: the grid sampler's space has only {points} point(s), "
+                            f"got {num_samples}")
+    return Search(sampler, num_samples, tuple(objectives), space, _integer(raw.get("seed", 0), "search.seed", low=0))
+
+
+def _dimension(raw: Any, path: str, grid_sampler: bool) -> Range | tuple[Any, ...]:
+    if isinstance(raw, list):
+        if not raw:
+            raise SpecError(f"{path}: empty list of choices")
+        return tuple(raw)
+    if grid_sampler:
+        raise SpecError(f"{path}: the grid sampler needs a list of values, not a range")
+    dim = _mapping(raw, path)
+    for key in dim:
+        if key not in ("low", "high", "log", "int"):
+            raise SpecError(f"{path}.{key}: unknown key (known: low, high, log, int)")
+    if "low" not in dim or "high" not in dim:
+        raise SpecError(f"{path}: a range needs low and high (or give a list of choices)")
+    low, high = _number(dim["low"], f"{path}.low"), _number(dim["high"], f"{path}.high")
+    if not low < high:
+        raise SpecError(f"{path}: low must be below high, got {low} and {high}")
+    log, integer = dim.get("log", False), dim.get("int", False)
+    for key, flag in (("log", log), ("int", integer)):
+        if not isinstance(flag, bool):
+            raise SpecError(f"{path}.{key}: must be true or false, got {flag!r}")
+    if log and low <= 0:
+        raise SpecError(f"{path}.low: a log range must start above 0, got {low}")
+    return Range(low, high, log, integer)
+
+
+# --------------------------------------------------------------------------------------------
+def _config(settings: dict[str, Any], paths: dict[str, str], where: str) -> TrialConfig:
+    """Build one trial's config; a setting it rejects is reported at the key path that set it."""
+    try:
+        return TrialConfig.from_dict(settings)
+    except ConfigError as exc:
+        key, _, problem = str(exc).partition(": ")
+        if key in paths:
+            raise SpecError(f"{paths[key]}: {problem}") from None
+        if key in settings:  # set under fixed
+            raise SpecError(f"fixed.{key}: {problem}") from None
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _absolute_data(fixed: dict[str, Any]) -> dict[str, Any]:
+    """Trials run in Tune's own folders, so a relative data path is made absolute here, and a
+    missing one is reported now rather than by every trial."""
+    data = fixed.get("data")
+    if data is None:
+        return fixed
+    if not isinstance(data, str):
+        raise SpecError(f"fixed.data: expected a path, got {data!r}")
+    path = Path(data).expanduser().resolve()
+    if not path.exists():
+        raise SpecError(f"fixed.data: {data} does not exist")
+    return {**fixed, "data": str(path)}
+
+
+def _seeds(raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(f"seeds: must be a non-empty list of integers, got {_kind(raw)}")
+    seeds = tuple(_integer(s, f"seeds[{i}]", low=0) for i, s in enumerate(raw))
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"seeds: repeats a seed: {list(seeds)}")
+    return seeds
+
+
+def _setting_name(key: Any, path: str) -> None:
+    if key not in _SETTINGS:
+        close = [s for s in _SETTINGS if isinstance(key, str) and (key in s or s in key)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see prunerlib.config.TrialConfig)"
+        raise SpecError(f"{path}: unknown trial setting{hint}")
+
+
+def _mapping(raw: Any, path: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping, got {_kind(raw)}")
+    return raw
+
+
+def _number(raw: Any, path: str, low: float | None = None, open_low: bool = False) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise SpecError(f"{path}: must be a number, got {raw!r}")
+    if low is not None and (raw <= low if open_low else raw < low):
+        raise SpecError(f"{path}: must be {'above' if open_low else 'at least'} {low}, got {raw}")
+    return float(raw)
+
+
+def _integer(raw: Any, path: str, low: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise SpecError(f"{path}: must be an integer, got {raw!r}")
+    if low is not None and raw < low:
+        raise SpecError(f"{path}: must be at least {low}, got {raw}")
+    return raw
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _describe(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())

@@ -1,0 +1,55 @@
+"""The one screen a sweep ends with: the best setting per pruner, and what failed."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from prunerlib.sweep.spec import SweepSpec
+
+# The columns that tell one configuration from another, seed aside.
+SETTING_COLUMNS = ("dataset", "attributes", "pruner", "match", "angle_cutoff", "threshold_factor",
+                   "threshold_stat", "filter_criterion", "filters_pruned")
+_REMOVED = {"distinctiveness": "units_removed_frac", "threshold": "weights_removed_frac",
+            "filters": "filters_removed_frac"}
+
+
+def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
+    finals = frame[frame["final"]]
+    ok, failed = finals[finals["status"] == "ok"], finals[finals["status"] != "ok"]
+    lines = [f"sweep {spec.name}: {len(finals)} configuration(s) finished, {len(ok)} ok, {len(failed)} failed"]
+    if len(ok):
+        lines.append("best setting per pruner (mean over seeds of the final fine-tuned test accuracy):")
+        lines.append(f"  {'pruner':<22}{'setting':<34}{'accuracy':>16}{'removed':>20}{'seeds':>7}")
+        for pruner, rows in ok.groupby("pruner", sort=True):
+            groups = rows.groupby([c for c in SETTING_COLUMNS if c != "pruner"], dropna=False)
+            stats = groups["acc_finetuned"].agg(["mean", "std", "count"])
+            best_key = stats["mean"].idxmax()
+            best = groups.get_group(best_key if isinstance(best_key, tuple) else (best_key,))
+            row = best.iloc[0]
+            method = row["match"] if pruner == "random" else pruner
+            removed_col = _REMOVED.get(method, "weights_removed_frac")
+            removed = best[removed_col].mean()
+            label = pruner if pruner != "random" else f"random~{row['match']}"
+            lines.append(
+                f"  {label:<22}{_setting(row):<34}{_pct(best['acc_finetuned'].mean(), best['acc_finetuned'].std()):>16}"
+                f"{removed_col.split('_')[0] + ' ' + ('-' if pd.isna(removed) else f'{100 * removed:.1f}%'):>20}"
+                f"{len(best):>7}")
+    for _, row in failed.head(5).iterrows():
+        lines.append(f"  failed {row['trial_id']} ({row['pruner']}, seed {row['seed']}): {row['error']}")
+    if len(failed) > 5:
+        lines.append(f"  ... and {len(failed) - 5} more failed (status == 'failed' in the results)")
+    return "\n".join(lines)
+
+
+def _setting(row: pd.Series) -> str:
+    parts = []
+    for column, short in (("attributes", "attrs"), ("angle_cutoff", "cutoff"), ("threshold_factor", "factor"),
+                          ("filters_pruned", "filters")):
+        if not pd.isna(row[column]):
+            value = row[column]
+            parts.append(f"{short}={int(value) if column == 'attributes' else value}")
+    return " ".join(parts) or "-"
+
+
+def _pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}%" + ("" if pd.isna(std) else f" ± {100 * std:.2f}")

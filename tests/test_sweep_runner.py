@@ -1,0 +1,109 @@
+"""Real sweeps on a real (embedded) Ray: the CLI in a subprocess, as a user runs it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from prunerlib.records import COLUMNS
+
+TINY = {"dataset": "waveform", "n": 600, "epochs_pretrain": 3, "epochs_finetune": 2, "patience": 2}
+
+
+def sweep(spec: dict, tmp_path: Path, *extra: str, wait: bool = True):
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = [sys.executable, "-m", "prunerlib.cli", "sweep", str(path), "--storage", str(tmp_path / "runs"), *extra]
+    if not wait:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                                start_new_session=True)
+    return subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_trial(tmp_path):
+    spec = {
+        "name": "grid", "fixed": TINY, "seeds": [0, 1],
+        "grid": [
+            {"pruner": "distinctiveness", "angle_cutoff": 15},
+            {"pruner": "threshold", "threshold_factor": [0.5, 1.0]},
+            {"pruner": "none"},
+            {"pruner": "none", "lr": 1e38, "optimizer": "sgd"},  # diverges in pretraining
+        ],
+    }
+    result = sweep(spec, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = tmp_path / "runs" / "grid"
+    assert f"results: {folder / 'results.parquet'}" in result.stdout
+    df = pd.read_parquet(folder / "results.parquet")
+    assert set(COLUMNS) <= set(df.columns) and len(df) == 10 and df["final"].all()
+    assert df["trial_id"].is_unique and (df["sweep"] == "grid").all() and df["node_id"].notna().all()
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 2 and failed["error"].str.contains("TrainingDiverged").all()
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 8 and ok["acc_finetuned"].between(0.5, 0.9).all()
+    # Pretrained once per seed and shared: every other trial of that seed loaded the model.
+    assert sorted((~ok["pretrain_reused"].astype(bool)).groupby(ok["seed"]).sum().tolist()) == [1, 1]
+    assert len(list((folder / "pretrained").glob("*/model.pt"))) == 2
+    assert "4 configuration(s)" not in result.stdout and "10 configuration(s) finished, 8 ok, 2 failed" in result.stdout
+
+
+def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_path):
+    spec = {"name": "kill", "fixed": {**TINY, "epochs_finetune": 6}, "seeds": [0, 1, 2],
+            "grid": [{"pruner": "threshold", "threshold_factor": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]}],
+            "max_concurrent": 1}
+    trials = tmp_path / "runs" / "kill" / "trials"
+    driver = sweep(spec, tmp_path, wait=False)
+    deadline = time.monotonic() + 300
+    while len(list(trials.glob("*.parquet"))) < 4:
+        assert driver.poll() is None, driver.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(1)
+    try:  # what a crashed machine leaves: no Ray process of the old run survives
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    before = {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet")}
+    assert 4 <= len(before) < 18
+
+    again = sweep(spec, tmp_path)
+    assert again.returncode == 2 and "add --resume" in again.stderr  # a rerun never clobbers a sweep
+    resumed = sweep(spec, tmp_path, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "runs" / "kill" / "results.parquet")
+    assert len(df) == 18 and df["trial_id"].is_unique and (df["status"] == "ok").all()
+    assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet") if p.name in before} == before
+
+
+def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_results(tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    spec = {"name": "pareto", "fixed": {**TINY, "pruner": "threshold"}, "seeds": [0],
+            "search": {"sampler": "nsga2", "num_samples": 8, "seed": 1,
+                       "objectives": {"acc_finetuned": "max", "weights_removed_frac": "max"},
+                       "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}}}
+    result = sweep(spec, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = tmp_path / "runs" / "pareto"
+    study = optuna.load_study(study_name="pareto", storage=JournalStorage(JournalFileBackend(str(folder / "optuna.journal"))))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8
+    df = pd.read_parquet(folder / "results.parquet")
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    points = list(zip(df["acc_finetuned"], df["weights_removed_frac"], df["threshold_factor"]))
+    front = {round(f, 9) for a, w, f in points
+             if not any(a2 >= a and w2 >= w and (a2, w2) != (a, w) for a2, w2, _ in points)}
+    assert {round(t.params["threshold_factor"], 9) for t in study.best_trials} == front
+    for trial in complete:  # the study's values are the rows' values
+        row = df[(df["threshold_factor"] - trial.params["threshold_factor"]).abs() < 1e-12].iloc[0]
+        assert trial.values == pytest.approx([row["acc_finetuned"], row["weights_removed_frac"]])

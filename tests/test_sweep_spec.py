@@ -1,0 +1,159 @@
+import textwrap
+
+import pytest
+import yaml
+
+from prunerlib.cli import main
+from prunerlib.sweep.spec import Range, SpecError, load_spec, parse_spec
+
+GOOD = {
+    "name": "t",
+    "fixed": {"dataset": "waveform", "n": 300},
+    "seeds": [0, 1],
+    "grid": [
+        {"pruner": "distinctiveness", "angle_cutoff": [10, 20]},
+        {"pruner": "threshold", "threshold_factor": [0.5, 1.0, 1.5]},
+        {"pruner": "none"},
+    ],
+}
+
+
+def with_(**changes):
+    spec = yaml.safe_load(yaml.safe_dump(GOOD))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = spec
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[int(last) if isinstance(node, list) else last] = value
+    return spec
+
+
+DELETE = object()
+SEARCH = {"sampler": "nsga2", "num_samples": 4, "objectives": {"acc_finetuned": "max"},
+          "space": {"threshold_factor": {"low": 0.5, "high": 2.0}}}
+
+
+def test_a_grid_expands_per_pruner_times_seeds():
+    spec = parse_spec(GOOD)
+    assert len(spec.grid) == (2 + 3 + 1) * 2
+    cutoffs = {c.angle_cutoff for c in spec.grid if c.pruner == "distinctiveness"}
+    factors = {c.threshold_factor for c in spec.grid if c.pruner == "threshold"}
+    assert cutoffs == {10.0, 20.0} and factors == {0.5, 1.0, 1.5}
+    assert {c.seed for c in spec.grid} == {0, 1} and all(c.n == 300 for c in spec.grid)
+
+
+def test_a_search_spec_parses_ranges_and_choices():
+    spec = parse_spec(with_(grid=DELETE, search={**SEARCH, "space": {
+        "threshold_factor": {"low": 0.5, "high": 2.0, "log": True}, "threshold_stat": ["mean_abs", "std"]}}))
+    assert spec.search.space["threshold_factor"] == Range(0.5, 2.0, log=True)
+    assert spec.search.space["threshold_stat"] == ("mean_abs", "std") and not spec.grid
+    assert [c.seed for c in spec.search_members({"threshold_factor": 1.0})] == [0, 1]
+
+
+def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(with_(fixed={"dataset": "waveform", "data": "photos"}, grid=[{"pruner": "none"}]))
+    assert spec.fixed["data"] == str(tmp_path / "photos")
+
+
+MALFORMED = [
+    (with_(colour="blue"), "colour: unknown key"),
+    (with_(name="has space"), "name:"),
+    (with_(name=DELETE), "name:"),
+    (with_(fixed__lr="fast"), "fixed.lr: expected float"),
+    (with_(fixed__no_such=1), "fixed.no_such: unknown trial setting"),
+    (with_(grid=[]), "grid: must be a non-empty list"),
+    (with_(grid__0={}), "grid[0]: empty sub-grid"),
+    (with_(grid__0__angle_cutoff=[10, 120]), "grid[0].angle_cutoff[1]: must be in (0, 90)"),
+    (with_(grid__0__angle_cutoff=0), "grid[0].angle_cutoff: must be in (0, 90)"),
+    (with_(grid__1__angle_cutoff=15), "grid[1].angle_cutoff: applies to pruner distinctiveness only"),
+    (with_(grid__1__threshold_factor=[]), "grid[1].threshold_factor: empty list"),
+    (with_(grid__2__pruner="magic"), "grid[2].pruner: expected distinctiveness"),
+    (with_(grid__2__seed=3), "grid[2].seed: list seeds"),
+    (with_(seeds=[]), "seeds: must be a non-empty list"),
+    (with_(seeds=[0, "one"]), "seeds[1]: must be an integer"),
+    (with_(seeds=[1, 1]), "seeds: repeats a seed"),
+    (with_(grid=GOOD["grid"] + [{"pruner": "none"}]), "grid[3]: repeats a configuration of grid[2]"),
+    (with_(fixed={"dataset": "catsdogs", "data": "/nonexistent/photos"}), "fixed.data: /nonexistent/photos does not exist"),
+    (with_(grid__2={"pruner": "filters", "filters_pruned": 99}), "grid[2].filters_pruned:"),
+    (with_(resources={"cpu": 0}), "resources.cpu: must be above 0"),
+    (with_(resources={"gpus": 1}), "resources.gpus: unknown key"),
+    (with_(resources={"gpu": 1.5}), "resources.gpu: above 1"),
+    (with_(max_concurrent=0), "max_concurrent: must be at least 1"),
+    (with_(pack_size="big"), "pack_size: must be an integer"),
+    (with_(grid=DELETE), "grid: a spec needs a grid, a search, or both"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler": "bayes"}), "search.sampler: must be one of"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"accuracy": "max"}}), "search.objectives.accuracy: not an objective"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"acc_finetuned": "up"}}), "search.objectives.acc_finetuned: must be max or min"),
+    (with_(grid=DELETE, search={**SEARCH, "space": {"angle_cutoff": {"low": 5, "high": 95}}}),
+     "search.space.angle_cutoff: must be in (0, 90)"),
+    (with_(grid=DELETE, search={**SEARCH, "space": {"threshold_factor": {"low": 2, "high": 1}}}),
+     "search.space.threshold_factor: low must be below high"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler": "grid"}), "search.space.threshold_factor: the grid sampler needs a list"),
+    (with_(grid=DELETE, search={**SEARCH, "space": {}}), "search.space: give at least one setting"),
+]
+
+
+@pytest.mark.parametrize("spec, message", MALFORMED, ids=[m.split(":")[0] for _, m in MALFORMED])
+def test_malformed_specs_exit_2_with_the_key_path_and_no_traceback(tmp_path, capsys, spec, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0] and str(path) in err[0], err
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_broken_yaml_and_missing_files_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngrid: [\n")
+    assert main(["sweep", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read the spec" in capsys.readouterr().err
+
+
+def test_a_gpu_request_on_a_machine_without_gpu_is_refused_before_ray_starts(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(with_(resources={"cpu": 1, "gpu": 0.5})))
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
+    assert "resources.gpu: 0.5 GPU per trial asked for, but this machine has no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cluster_sweep_needs_shared_storage(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    assert main(["sweep", str(path), "--address", "10.0.0.1:6379"]) == 2
+    assert "storage: a sweep on a cluster needs --storage" in capsys.readouterr().err
+
+
+def test_set_overrides_fixed_settings(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent("""
+        name: t
+        fixed: {dataset: waveform, attributes: 40}
+        grid: [{pruner: none}]
+    """))
+    spec = load_spec(path, {"attributes": 21, "epochs_finetune": 3})
+    assert spec.grid[0].attributes == 21 and spec.grid[0].epochs_finetune == 3
+
+
+@pytest.mark.parametrize("name", ["quick", "paper_waveform", "paper_cnn", "optuna_pareto"])
+def test_the_shipped_specs_are_valid(name, tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = {"data": str(tmp_path)} if name == "paper_cnn" else None
+    spec = load_spec(root / "sweeps" / f"{name}.yaml", overrides)
+    assert spec.name == name and (spec.grid or spec.search)
