@@ -1,0 +1,99 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.paper_tables import main as tables_main
+from analysis.report import main as report_main
+from analysis.results import load_results, run_cli
+from tests.analysis_rows import handmade_rows, write_results
+
+ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ANALYSIS / name), *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("report")
+    results = write_results(tmp / "results.parquet")
+    return tmp / "out", script("report.py", str(results), "--out", str(tmp / "out"))
+
+
+def test_report_prints_its_path_and_writes_every_table_and_figure(report):
+    out, done = report
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "report.md")
+    for name in ("table1", "table2", "table3", "comparison", "all_settings"):
+        for suffix in ("md", "csv", "tex"):
+            assert (out / f"{name}.{suffix}").stat().st_size > 0
+    for name in ("accuracy_vs_removed", "accuracy_vs_speedup", "accuracy_per_cycle"):
+        assert (out / f"{name}.png").stat().st_size > 0
+
+
+def test_report_references_each_figure_and_table(report):
+    out, _ = report
+    text = (out / "report.md").read_text()
+    for name in ("accuracy_vs_removed", "accuracy_vs_speedup", "accuracy_per_cycle"):
+        assert f"]({name}.png)" in text
+    for title in ("Table 1 — Waveform FFN test accuracy (%)", "Table 2 — share of the hidden layer removed (%)",
+                  "Table 3 — Dogs vs. Cats CNN (%)", "Honest comparison", "All settings"):
+        assert f"## {title}" in text
+    for name in ("table1", "table2", "table3", "comparison", "all_settings"):
+        assert f"({name}.csv)" in text and f"({name}.tex)" in text
+
+
+def test_report_gives_provenance_failures_and_verdicts(report):
+    out, _ = report
+    text = (out / "report.md").read_text()
+    assert "handmade (" in text and "torch 2.14.1" in text and "cpu (" in text and "node-a" in text
+    assert "Failed trials: **1** of" in text and "RuntimeError: loss diverged" in text
+    assert "Compute time" in text
+    assert "**Table 1, 40 attr., Distinctiveness (15°)**" in text and "is **not supported**" in text
+    assert "copying error" in text and "VGG16" in text
+
+
+def test_a_table_without_rows_is_named_and_the_others_are_written(tmp_path, capsys):
+    waveform = [r for r in handmade_rows() if r["dataset"] == "waveform"]
+    results = write_results(tmp_path / "r.parquet", waveform)
+    assert run_cli(report_main, [str(results), "--out", str(tmp_path / "out")]) == 0
+    assert "skipped: Table 3: no final ok rows for Dogs vs. Cats" in capsys.readouterr().err
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Not produced" in text and "Table 3: no final ok rows" in text
+    assert (tmp_path / "out" / "table1.md").exists() and not (tmp_path / "out" / "table3.md").exists()
+
+
+def test_paper_tables_cli_writes_markdown_csv_and_latex(tmp_path, capsys):
+    results = write_results(tmp_path / "r.parquet")
+    assert run_cli(tables_main, [str(results), "--out", str(tmp_path / "t")]) == 0
+    assert len(capsys.readouterr().out.split()) == 5
+    assert (tmp_path / "t" / "table1.md").read_text().startswith("# Table 1")
+    assert (tmp_path / "t" / "table1.tex").read_text().startswith(r"\begin{table}")
+
+
+@pytest.mark.parametrize("name", ["report.py", "paper_tables.py", "pareto.py"])
+def test_a_file_missing_a_required_column_is_one_line_and_exit_2(tmp_path, name):
+    results = write_results(tmp_path / "r.parquet", drop=("acc_finetuned",))
+    done = script(name, str(results), "--out", str(tmp_path / "out"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "acc_finetuned" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_a_missing_results_file_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope.parquet"
+    assert run_cli(report_main, [str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: no such results file"]
+
+
+def test_several_results_files_are_read_together_and_duplicates_dropped(tmp_path):
+    waveform_rows = [r for r in handmade_rows() if r["dataset"] == "waveform"]
+    first = write_results(tmp_path / "a.parquet")
+    waveform = write_results(tmp_path / "b.parquet", waveform_rows)  # a second copy of some rows
+    loaded = load_results([first, waveform])
+    assert loaded.duplicates == len(waveform_rows) and len(loaded.frame) == len(handmade_rows())
+    assert loaded.files == (first, waveform)
