@@ -1,125 +1,124 @@
 """K models of one architecture trained as one computation: the population engine's arithmetic.
 
-A population keeps every member's parameters in one row of a (K, P) buffer, in the order
-`model.parameters()` lists them, so a member moves in and out with `parameters_to_vector`.
-The forward pass runs all members at once (batched matmuls for linear layers, grouped
-convolutions for conv layers), autograd fills one (K, P) gradient, and the optimiser is a
-vectorised copy of `torch.optim.Adam` / `SGD` with each member's own learning rate, weight
-decay and momentum. Members never mix: every op is per member, so each one's trajectory is
-its single run's up to float rounding (summation order inside a batched kernel).
+A population stacks each parameter of its K members into one (K, *shape) tensor. All members
+step at once: batched matmuls for linear layers, grouped convolutions for conv layers, and
+Adam / SGD over the stacked tensors with each member's own learning rate, weight decay and
+momentum. Members never mix: every op is per member, so each one follows its single run's
+trajectory up to float rounding (a batched kernel may sum in another order than the single
+model's kernel).
+
+The FFN's gradient is written out by hand, with activations laid out (K, features, batch): at
+a few thousand parameters per member, autograd's per-op bookkeeping costs more than the
+arithmetic, and for a 3-wide output layer the batched matmuls run faster in this layout
+(measured in benchmarks/population.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.masks import Masks
 from prunerlib.models import CNN, FFN
-from prunerlib.training import epoch_batches
+from prunerlib.training import epoch_order
 
-_ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
-    nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, nn.ReLU: torch.relu,
+# Activation, and its derivative written in terms of its output (what the backward pass keeps).
+_ACTIVATIONS = {
+    nn.Sigmoid: (torch.sigmoid, torch.ops.aten.sigmoid_backward),
+    nn.Tanh: (torch.tanh, torch.ops.aten.tanh_backward),
+    nn.ReLU: (torch.relu, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
 }
 
 
 class Population:
-    """Parameters, masks and optimiser state of K same-architecture members, stacked."""
+    """Parameters, masks and optimiser of K same-architecture members, stacked."""
 
     def __init__(self, models: Sequence[nn.Module], masks: Sequence[Masks | None], cfgs: Sequence[TrialConfig]):
         template = models[0]
         if not isinstance(template, (FFN, CNN)):
             raise TypeError(f"no batched forward for {type(template).__name__}")
-        self.template = template
-        self.activation = _ACTIVATIONS[type(template.act)]
-        self.shapes = [(name, p.shape) for name, p in template.named_parameters()]
-        self.flat = torch.stack([parameters_to_vector(m.parameters()).detach() for m in models])
-        # 1 = kept, 0 = pruned; multiplying the gradient by it is what Masks.mask_grads does.
-        self.keep_mask = torch.stack([_mask_vector(m, mk) for m, mk in zip(models, masks)])
-        self.optimizer = BatchedOptimizer(cfgs, self.flat)
+        self.convolutional = isinstance(template, CNN)
+        self.act, self.act_backward = _ACTIVATIONS[type(template.act)]
+        names = [name for name, _ in template.named_parameters()]
+        self.params = [torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names]
+        # 1 = kept, 0 = pruned: multiplying a gradient by it is what Masks.mask_grads does.
+        # None where every member keeps every entry, so the step skips the multiply.
+        self.keep = [_stacked_mask(name, p, masks) for name, p in zip(names, self.params)]
+        self.optimizer = BatchedOptimizer(cfgs, self.params)
 
     @property
     def size(self) -> int:
-        return self.flat.shape[0]
-
-    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each parameter of every member as a (K, *shape) view into `flat`."""
-        out, at = {}, 0
-        for name, shape in self.shapes:
-            n = shape.numel()
-            out[name] = flat[:, at:at + n].view(-1, *shape)
-            at += n
-        return out
+        return self.params[0].shape[0]
 
     def retain(self, keep: torch.Tensor) -> None:
         """Continue with the members at positions `keep` only."""
-        self.flat = self.flat[keep]
-        self.keep_mask = self.keep_mask[keep]
+        self.params = [p[keep] for p in self.params]
+        self.keep = [m if m is None else m[keep] for m in self.keep]
         self.optimizer.retain(keep)
 
+    @torch.no_grad()
     def write_back(self, models: Sequence[nn.Module]) -> None:
-        with torch.no_grad():
-            for row, model in zip(self.flat, models):
-                vector_to_parameters(row, model.parameters())
+        for k, model in enumerate(models):
+            for stacked, param in zip(self.params, model.parameters()):
+                param.copy_(stacked[k])
 
-    def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(K, B, classes) for a (K, B, *example) batch, one slice per member."""
-        p = self.views(flat)
-        if isinstance(self.template, CNN):
-            x = self._conv_features(p, x)
-        hidden = self.activation(_linear(p, "fc1", x))
-        return _linear(p, "fc2", hidden)
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step for every member on its own batch (x: (K, B, *example),
+        y: (K, B)); returns the (K,) mean cross-entropy losses before the step."""
+        loss, grads = self._conv_gradient(x, y) if self.convolutional else self._ffn_gradient(x, y)
+        masked = [(g, m) for g, m in zip(grads, self.keep) if m is not None]
+        if masked:
+            torch._foreach_mul_([g for g, _ in masked], [m for _, m in masked])
+        self.optimizer.step(self.params, grads)
+        return loss
 
-    def _conv_features(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def _ffn_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        w1, b1, w2, b2 = self.params
+        hidden = self.act(torch.baddbmm(b1.unsqueeze(2), w1, x.mT))  # (K, H, B)
+        loss, dz = _cross_entropy(torch.baddbmm(b2.unsqueeze(2), w2, hidden), y, dim=1)
+        da = self.act_backward(torch.bmm(w2.mT, dz), hidden)
+        return loss, [torch.bmm(da, x), da.sum(2), torch.bmm(dz, hidden.mT), dz.sum(2)]
+
+    def _conv_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        params = [p.detach().requires_grad_(True) for p in self.params]
+        conv1_w, conv1_b, conv2_w, conv2_b, fc1_w, fc1_b, fc2_w, fc2_b = params
         # Members side by side as channel groups: one grouped convolution computes every
         # member's convolution with its own filters.
         k, b = x.shape[:2]
-        x = x.transpose(0, 1).reshape(b, -1, *x.shape[-2:])
-        for conv in ("conv1", "conv2"):
-            weight, bias = p[f"{conv}.weight"], p[f"{conv}.bias"]
-            x = F.conv2d(x, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), groups=k)
-            x = F.max_pool2d(torch.relu(x), 2)
-        return x.reshape(b, k, -1).transpose(0, 1)
-
-    def losses(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each member's mean cross-entropy over its batch, (K,)."""
-        z = self.logits(flat, x)
-        # log-sum-exp written out: log_softmax over a 2- or 3-wide last dimension is slow on CPU.
-        shifted = z - z.detach().amax(-1, keepdim=True)
-        nll = shifted.exp().sum(-1).log() - shifted.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return nll.mean(1)
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step for every member on its own batch; returns the (K,) losses."""
-        flat = self.flat.requires_grad_(True)
-        loss = self.losses(flat, x, y)
-        # Members share no parameter, so the sum's gradient is every member's own gradient.
-        (grad,) = torch.autograd.grad(loss.sum(), flat)
-        self.flat = flat.detach()
-        grad.mul_(self.keep_mask)
-        self.optimizer.step(self.flat, grad)
-        return loss.detach()
+        h = x.transpose(0, 1).reshape(b, -1, *x.shape[-2:])
+        for weight, bias in ((conv1_w, conv1_b), (conv2_w, conv2_b)):
+            h = F.max_pool2d(torch.relu(F.conv2d(h, weight.flatten(0, 1), bias.flatten(), groups=k)), 2)
+        h = h.reshape(b, k, -1).permute(1, 2, 0)  # (K, features, B)
+        hidden = self.act(torch.baddbmm(fc1_b.unsqueeze(2), fc1_w, h))
+        z = torch.baddbmm(fc2_b.unsqueeze(2), fc2_w, hidden)
+        loss, dz = _cross_entropy(z.detach(), y, dim=1)
+        return loss, list(torch.autograd.grad(z, params, dz))
 
 
-def _linear(p: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
-    return torch.baddbmm(p[f"{name}.bias"].unsqueeze(1), x, p[f"{name}.weight"].transpose(1, 2))
+def _cross_entropy(z: torch.Tensor, y: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean cross-entropy of logits `z` (members first, classes along `dim`, the
+    batch along the other dimension), and its gradient w.r.t. them: softmax - one-hot."""
+    log_p = torch.log_softmax(z, dim)
+    label = y.unsqueeze(dim)
+    loss = log_p.gather(dim, label).mean((1, 2)).neg_()
+    grad = log_p.exp_().scatter_add_(dim, label, torch.full_like(label, -1, dtype=z.dtype))
+    return loss, grad.div_(y.shape[1])
 
 
-def _mask_vector(model: nn.Module, masks: Masks | None) -> torch.Tensor:
-    """A member's masks in parameter order (unmasked parameters all 1)."""
-    parts = []
-    for name, param in model.named_parameters():
-        kept = masks.tensors.get(name) if masks is not None else None
-        parts.append((kept if kept is not None else torch.ones_like(param, dtype=torch.bool)).flatten())
-    return torch.cat(parts).to(param.dtype)
+def _stacked_mask(name: str, param: torch.Tensor, masks: Sequence[Masks | None]) -> torch.Tensor | None:
+    kept = [m.tensors.get(name) if m is not None else None for m in masks]
+    if all(k is None or bool(k.all()) for k in kept):
+        return None
+    ones = torch.ones(param.shape[1:], dtype=torch.bool, device=param.device)
+    return torch.stack([ones if k is None else k for k in kept]).to(param.dtype)
 
 
 class BatchedOptimizer:
@@ -128,52 +127,58 @@ class BatchedOptimizer:
 
     BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which make_optimizer keeps
 
-    def __init__(self, cfgs: Sequence[TrialConfig], flat: torch.Tensor):
+    def __init__(self, cfgs: Sequence[TrialConfig], params: list[torch.Tensor]):
         kinds = {cfg.optimizer for cfg in cfgs}
         if len(kinds) != 1:
             raise ValueError(f"one optimiser type per population, got {sorted(kinds)}")
         self.kind = kinds.pop()
-        column = lambda values: torch.tensor(values, dtype=torch.float64, device=flat.device)[:, None]  # noqa: E731
-        self.lr = column([cfg.lr for cfg in cfgs])
-        self.weight_decay = column([cfg.weight_decay for cfg in cfgs]).to(flat.dtype)
-        self.momentum = column([cfg.momentum for cfg in cfgs]).to(flat.dtype)
-        self.steps = 0
-        self.exp_avg = torch.zeros_like(flat)
-        self.exp_avg_sq = torch.zeros_like(flat)
-        self.any_decay = bool((self.weight_decay != 0).any())
+        self.hyper = [(cfg.lr, cfg.weight_decay, cfg.momentum if self.kind == "sgd" else 0.0) for cfg in cfgs]
+        self.exp_avg = [torch.zeros_like(p) for p in params]  # Adam's first moment, or SGD's momentum buffer
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params] if self.kind == "adam" else []
+        self.steps = torch.zeros((), dtype=torch.float32, device=params[0].device)
 
     def retain(self, keep: torch.Tensor) -> None:
-        for name in ("lr", "weight_decay", "momentum", "exp_avg", "exp_avg_sq"):
-            setattr(self, name, getattr(self, name)[keep])
+        self.hyper = [self.hyper[i] for i in keep.tolist()]
+        self.exp_avg = [t[keep] for t in self.exp_avg]
+        self.exp_avg_sq = [t[keep] for t in self.exp_avg_sq]
+
+    def _blocks(self) -> list[tuple[slice, tuple[float, float, float]]]:
+        """Runs of consecutive members with equal hyper-parameters: row blocks that one update
+        with scalar hyper-parameters serves (a row block of a stacked tensor is contiguous)."""
+        blocks, start = [], 0
+        for hyper, run in groupby(self.hyper):
+            count = len(list(run))
+            blocks.append((slice(start, start + count), hyper))
+            start += count
+        return blocks
 
     @torch.no_grad()
-    def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         self.steps += 1
-        if self.any_decay:  # grad.add(param, alpha=weight_decay), per member
-            grad = grad + self.weight_decay * param
-        if self.kind == "sgd":
-            self._sgd(param, grad)
-        else:
-            self._adam(param, grad)
+        for rows, (lr, weight_decay, momentum) in self._blocks():
+            block = lambda tensors: [t[rows] for t in tensors]  # noqa: E731
+            if self.kind == "adam":
+                # torch.optim.Adam(fused=True)'s kernel: one pass over the block.
+                torch._fused_adam_(block(params), block(grads), block(self.exp_avg), block(self.exp_avg_sq),
+                                   [], [self.steps] * len(params), lr=lr, beta1=self.BETAS[0],
+                                   beta2=self.BETAS[1], weight_decay=weight_decay, eps=self.EPS,
+                                   amsgrad=False, maximize=False)
+            else:
+                for p, g, buf in zip(block(params), block(grads), block(self.exp_avg)):
+                    self._sgd(p, g, buf, lr, weight_decay, momentum)
 
-    def _adam(self, param: torch.Tensor, grad: torch.Tensor) -> None:
-        # torch.optim.Adam's single-tensor step, op for op; the step size is a per-member column.
-        beta1, beta2 = self.BETAS
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
-        step_size = (self.lr / bias_correction1).to(param.dtype)
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.EPS)
-        param.addcdiv_(self.exp_avg * -step_size, denom)
-
-    def _sgd(self, param: torch.Tensor, grad: torch.Tensor) -> None:
-        # torch.optim.SGD with momentum, no dampening: the buffer starts as the first gradient.
-        if self.steps == 1:
-            self.exp_avg.copy_(grad)
-        else:
-            self.exp_avg.mul_(self.momentum).add_(grad)
-        param.sub_(self.exp_avg * self.lr.to(param.dtype))
+    def _sgd(self, param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, lr: float,
+             weight_decay: float, momentum: float) -> None:
+        # torch.optim.SGD's single-tensor step without dampening or Nesterov.
+        if weight_decay:
+            grad = grad.add(param, alpha=weight_decay)
+        if momentum:
+            if self.steps.item() == 1:
+                buf.copy_(grad)
+            else:
+                buf.mul_(momentum).add_(grad)
+            grad = buf
+        param.add_(grad, alpha=-lr)
 
 
 @dataclass
@@ -185,38 +190,43 @@ class StageResult:
 def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epochs: int, batch_size: int,
                      desc: str = "fine-tune", progress: bool = False) -> StageResult:
     """`training.train` for every member at once: member k draws its batches (and flips) from
-    its own generator seeded `seeds[k]`, as its single run would. A member whose loss goes
+    a generator seeded `seeds[k]`, as its single run would. A member whose loss goes
     non-finite is dropped at the end of that epoch (its single run would have stopped there
-    with TrainingDiverged); the others go on. On return `pop` holds the surviving members, in their original order."""
+    with TrainingDiverged); the others go on. On return `pop` holds the surviving members,
+    in their original order."""
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     device = data.train_x.device
     n = len(data.train_y)
     alive = list(range(pop.size))  # original positions of the members still in `pop`
-    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    # Members with one seed draw one sequence: draw it once for all of them.
+    orders = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     failures: dict[int, tuple[int, float]] = {}
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress or None)
     for epoch in bar:
-        plans = [epoch_batches(n, batch_size, orders[k], data.flip) for k in alive]
-        idx = torch.stack([torch.cat([i for i, _ in plan]) for plan in plans]).to(device)
-        flips = (torch.stack([torch.cat([f for _, f in plan]) for plan in plans]).to(device)
-                 if data.flip else None)
+        drawn = {seed: epoch_order(n, batch_size, order, data.flip) for seed, order in orders.items()}
+        idx = torch.stack([drawn[seeds[k]][0] for k in alive]).to(device)
+        flips = torch.stack([drawn[seeds[k]][1] for k in alive]).to(device) if data.flip else None
         losses = []
         for lo in range(0, n, batch_size):
             batch = idx[:, lo:lo + batch_size]
-            x, y = data.train_x[batch], data.train_y[batch]
+            x = data.train_x.index_select(0, batch.flatten()).view(*batch.shape, *data.train_x.shape[1:])
+            y = data.train_y.index_select(0, batch.flatten()).view(batch.shape)
             if flips is not None:
                 x = torch.where(flips[:, lo:lo + batch_size, None, None, None], x.flip(-1), x)
             losses.append(pop.step(x, y))
-        bad = ~torch.isfinite(torch.stack(losses)).all(0)
+        losses_t = torch.stack(losses)
+        bad = ~torch.isfinite(losses_t).all(0)
         if bad.any():
             for pos in bad.nonzero().flatten().tolist():
-                first = next(loss[pos].item() for loss in losses if not torch.isfinite(loss[pos]))
+                column = losses_t[:, pos]
+                first = column[~torch.isfinite(column)][0].item()
                 failures[alive[pos]] = (epoch + 1, first)
             keep = (~bad).nonzero().flatten()
             pop.retain(keep)
             alive = [alive[i] for i in keep.tolist()]
+            orders = {seed: orders[seed] for seed in {seeds[k] for k in alive}}
         bar.set_postfix(members=len(alive))
         if not alive:
             break

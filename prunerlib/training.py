@@ -50,12 +50,15 @@ def diverged(loss: float, epoch: int, desc: str) -> TrainingDiverged:
     return TrainingDiverged(f"loss became {loss} in epoch {epoch} of {desc}")
 
 
-def epoch_batches(n: int, batch_size: int, order: torch.Generator,
-                  flips: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """One epoch's batches: example indices, and for images which of them to flip. Drawn in
-    the order a stage always draws them, so a population member sees its single run's batches."""
-    batches = torch.randperm(n, generator=order).split(batch_size)
-    return [(idx, torch.rand(len(idx), generator=order) < 0.5 if flips else None) for idx in batches]
+def epoch_order(n: int, batch_size: int, order: torch.Generator,
+                flips: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One epoch's example order (consecutive `batch_size` slices are the batches) and, for
+    images, which examples to flip. Drawn the way a stage always draws them, batch by batch,
+    so a population member sees exactly its single run's batches."""
+    perm = torch.randperm(n, generator=order)
+    if not flips:
+        return perm, None
+    return perm, torch.cat([torch.rand(len(idx), generator=order) < 0.5 for idx in perm.split(batch_size)])
 
 
 def train(model: nn.Module, data: Data, cfg: TrialConfig, *, epochs: int, seed: int,
@@ -73,10 +76,12 @@ def train(model: nn.Module, data: Data, cfg: TrialConfig, *, epochs: int, seed: 
     model.train()
     for epoch in bar:
         total = 0.0
-        for idx, flip in epoch_batches(len(data.train_y), cfg.batch_size, order, data.flip):
+        perm, flips = epoch_order(len(data.train_y), cfg.batch_size, order, data.flip)
+        for lo in range(0, len(perm), cfg.batch_size):
+            idx = perm[lo:lo + cfg.batch_size]
             x, y = data.train_x[idx.to(data.train_x.device)], data.train_y[idx.to(data.train_y.device)]
-            if flip is not None:
-                flip = flip.to(x.device)
+            if flips is not None:
+                flip = flips[lo:lo + cfg.batch_size].to(x.device)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
