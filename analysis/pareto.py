@@ -195,7 +195,7 @@ def _legend(fig: plt.Figure, methods: set[str], has_random: bool, has_none: bool
                for m in ("distinctiveness", "threshold", "filters") if m in methods]
     if has_random:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="", ms=7,
-                              label="random control (hollow; colour = pruner it mirrors)"))
+                              label="random control (hollow; marker of the pruner it mirrors)"))
     labels = [h.get_label() for h in handles]
     if has_none:  # the band and the line are one control: one legend entry
         handles.append((Patch(color=STYLE["none"][0], alpha=0.12),

@@ -124,6 +124,16 @@ def provenance_lines(results: Results) -> list[str]:
     return lines
 
 
+def spec_lines(files: Iterable[Path]) -> list[str]:
+    """The spec a sweep ran, when the sweep folder keeps it beside its results.parquet: it is
+    the sweep's own record (not Ray's state), and says what was asked for, not only what ran."""
+    lines = []
+    for spec in dict.fromkeys(path.parent / "spec.yaml" for path in files):
+        if spec.is_file():
+            lines += ["", f"Sweep spec as run (`{spec}`):", "", "```yaml", spec.read_text().rstrip(), "```"]
+    return lines
+
+
 # --------------------------------------------------------------------------- the report
 METHOD_NOTES = (
     "Tables use each successful trial's final cycle (`final` and `status == ok`). Mean ± sample standard deviation "
@@ -168,6 +178,7 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
         "## Provenance",
         "",
         *provenance_lines(results),
+        *spec_lines(results.files),
         "",
         "## Does pruning improve accuracy here?",
         "",

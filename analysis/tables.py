@@ -56,7 +56,7 @@ def published_gain(attributes: int, method: str) -> float | None:
     """The paper's 'pruning improves accuracy': fine-tuned minus pretrained, Table 1."""
     pre = published("table1", attributes, "pretrain", method)
     fine = published("table1", attributes, "finetune", method)
-    return None if pre is None or fine is None else fine - pre
+    return None if pre is None or fine is None else round(fine - pre, 2)
 
 
 # --------------------------------------------------------------------------- settings and columns
@@ -862,14 +862,15 @@ def latex_escape(text: Any) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); notes go under it in small type."""
+    """A booktabs table scaled to the text width (needs \\usepackage{booktabs,graphicx});
+    notes go under it in small type."""
     columns = list(table.display.columns)
-    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
+    lines = [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table}[ht]", r"\centering", r"\small",
              rf"\caption{{{latex_escape(table.title)}}}", rf"\label{{tab:{table.name}}}",
-             rf"\begin{{tabular}}{{{'l' * len(columns)}}}", r"\toprule",
+             r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{{'l' * len(columns)}}}", r"\toprule",
              " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.display.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
         lines.append(r"\par\smallskip\footnotesize " + r" \par ".join(latex_escape(n) for n in table.notes))
     lines.append(r"\end{table}")
