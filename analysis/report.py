@@ -79,7 +79,8 @@ def wall_time_lines(df: pd.DataFrame) -> list[str]:
              f"one; fine-tuning {_duration(finetune)}). Trials ran in parallel, so the elapsed time is shorter."]
     started = pd.to_datetime(column(df, "started_at"), utc=True, errors="coerce").dropna()
     if not started.empty:
-        lines.append(f"- First trial started {started.min():%Y-%m-%d %H:%M} UTC, last {started.max():%Y-%m-%d %H:%M} UTC.")
+        lines.append(f"- First trial started {started.min():%Y-%m-%d %H:%M} UTC, "
+                     f"last {started.max():%Y-%m-%d %H:%M} UTC.")
     return lines
 
 

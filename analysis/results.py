@@ -50,10 +50,13 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """A user's mistake (missing file or column) is one line on stderr and exit code 2."""
+    """A user's mistake (a missing file or column, an output folder that cannot be written) is
+    one line on stderr and exit code 2."""
     try:
         return main(argv)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+    return 2
 

@@ -276,15 +276,14 @@ def _paired_rows(pairs: Sequence[Pair]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Arms:
-    """A method's trials beside the control trials paired with them (the same seeds)."""
+    """The control trials paired with a method's trials (the same seeds, data and training)."""
 
-    method: pd.DataFrame
     none: list[Pair]
     random: list[Pair]
 
     @classmethod
     def of(cls, ok: pd.DataFrame, method: pd.DataFrame) -> Arms:
-        return cls(method, pair(method, none_controls(ok)), pair(method, random_controls(ok, method)))
+        return cls(pair(method, none_controls(ok)), pair(method, random_controls(ok, method)))
 
     @property
     def none_rows(self) -> pd.DataFrame:
@@ -402,7 +401,6 @@ class Table:
 class Cell:
     """One method row of a paper table: which trials it uses, and why it may have none."""
 
-    table: str
     attributes: int | None
     method: str  # pruner name, the key into PUBLISHED
     label: str
@@ -451,7 +449,7 @@ def waveform_cells(ok: pd.DataFrame) -> list[Cell]:
                                **PAPER_SETTINGS[method]})
             label = PRUNER_NAMES[method]
             rows, extra, notes = _one_setting(rows, f"{attributes} attr., {label}")
-            cells.append(Cell("table1", attributes, method, label, rows, wanted, notes, extra))
+            cells.append(Cell(attributes, method, label, rows, wanted, notes, extra))
     return cells
 
 
@@ -459,7 +457,8 @@ def _filter_setting_key(rows: pd.DataFrame) -> pd.Series:
     return row_key(rows, ("filter_criterion", "filters_pruned", "filters_frac"))
 
 
-def _nearest_filter_setting(rows: pd.DataFrame, target: float | None, label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _nearest_filter_setting(rows: pd.DataFrame, target: float | None,
+                            label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The paper does not give its filter count: of several filter settings, compare at the one
     whose removed share is nearest the paper's (a sparsity match, never an accuracy pick)."""
     keys = _filter_setting_key(rows)
@@ -486,11 +485,11 @@ def cnn_cells(ok: pd.DataFrame) -> list[Cell]:
         rows = select(with_filters, {"pruner": method, **setting})
         rows, filter_notes = _nearest_filter_setting(rows, published("table3", None, "filters_removed", method), label)
         rows, extra, notes = _one_setting(rows, label)
-        cells.append(Cell("table3", None, method, label, rows, wanted, filter_notes + notes, extra))
+        cells.append(Cell(None, method, label, rows, wanted, filter_notes + notes, extra))
     filters = with_filters[with_filters["pruner"].eq("filters")]
     for _, rows in sorted(filters.groupby(_filter_setting_key(filters)), key=lambda kv: kv[0]):
         rows, extra, notes = _one_setting(rows, f"Filters only ({setting_label(rows.iloc[0])})")
-        cells.append(Cell("table3", None, "filters", "Filters only", rows, "Dogs vs. Cats, pruner filters",
+        cells.append(Cell(None, "filters", "Filters only", rows, "Dogs vs. Cats, pruner filters",
                           notes, extra))
     return cells
 
@@ -553,7 +552,7 @@ def _cell_notes(cells: Sequence[Cell]) -> tuple[str, ...]:
     return tuple(note for cell in cells for note in cell.notes)
 
 
-def _none_if_empty(cells: Sequence[Cell], table: str, wanted: str) -> None:
+def _require_rows(cells: Sequence[Cell], table: str, wanted: str) -> None:
     if all(cell.rows.empty for cell in cells):
         raise MissingData(f"{table}: no final ok rows for {wanted}")
 
@@ -562,14 +561,15 @@ def table1(df: pd.DataFrame) -> Table:
     _require(df, TABLE1_COLUMNS, "Table 1")
     ok = final_ok(df)
     cells = waveform_cells(ok)
-    _none_if_empty(cells, "Table 1", "Waveform distinctiveness or threshold at the paper's settings")
+    _require_rows(cells, "Table 1", "Waveform distinctiveness or threshold at the paper's settings")
     records = []
     for attributes in (40, 21):
         for stage, value in (("pretrain", "acc_pretrain"), ("fine-tune", "acc_finetuned")):
             quantity = stage.replace("-", "")
             for cell in (c for c in cells if c.attributes == attributes):
                 lead = {"Attr.": attributes, "Stage": stage, "Method": cell.label, "Setting": cell.setting}
-                records.append(_cell_record(lead, cell, value, published("table1", attributes, quantity, cell.method), ok))
+                paper = published("table1", attributes, quantity, cell.method)
+                records.append(_cell_record(lead, cell, value, paper, ok))
             for baseline, label in (("decision_tree", "Decision tree"), ("logic_classifier", "Logic classifier")):
                 paper = published("table1", attributes, quantity, baseline)
                 if paper is not None:
@@ -593,12 +593,13 @@ def table2(df: pd.DataFrame) -> Table:
     _require(df, TABLE2_COLUMNS, "Table 2")
     ok = final_ok(df)
     cells = waveform_cells(ok)
-    _none_if_empty(cells, "Table 2", "Waveform distinctiveness or threshold at the paper's settings")
+    _require_rows(cells, "Table 2", "Waveform distinctiveness or threshold at the paper's settings")
     records = []
     for cell in cells:
         value, measure = _REMOVED_MEASURE[cell.method]
         lead = {"Attr.": cell.attributes, "Method": cell.label, "Setting": cell.setting, "Share of": measure}
-        records.append(_cell_record(lead, cell, value, published("table2", cell.attributes, "removed", cell.method), ok))
+        paper = published("table2", cell.attributes, "removed", cell.method)
+        records.append(_cell_record(lead, cell, value, paper, ok))
     data = pd.DataFrame(records)
     notes = ("Share of the hidden layer removed (%): distinctiveness removes units, threshold removes "
              "connections (the paper calls both 'units removed').",
@@ -623,7 +624,7 @@ def table3(df: pd.DataFrame) -> Table:
     _require(df, TABLE3_COLUMNS, "Table 3")
     ok = final_ok(df)
     cells = cnn_cells(ok)
-    _none_if_empty(cells, "Table 3", "Dogs vs. Cats trials with filter pruning (distinctiveness, threshold or filters)")
+    _require_rows(cells, "Table 3", "Dogs vs. Cats trials with filter pruning (distinctiveness, threshold or filters)")
     records = []
     for quantity, label, values in _TABLE3_QUANTITIES:
         for cell in cells:
@@ -637,7 +638,8 @@ def table3(df: pd.DataFrame) -> Table:
                                          paper, status))
     data = pd.DataFrame(records)
     notes = ("Dogs vs. Cats CNN (%). Dist. Model = distinctiveness on the linear layer plus conv filter ranking; "
-             "Threshold Model = threshold on the linear layer plus filter ranking; Filters only = filter ranking alone.",
+             "Threshold Model = threshold on the linear layer plus filter ranking; "
+             "Filters only = filter ranking alone.",
              "Removed in the linear layer: units for distinctiveness, weights of the 800×128 matrix for threshold and "
              "filters (a removed filter masks its input columns there too).",
              "The paper's linear-layer 49.43% for the Threshold Model repeats its Table 2 figure (21 attributes) "
@@ -731,7 +733,8 @@ def comparison_table(df: pd.DataFrame) -> Table:
         "Verdict": r["verdict"],
     } for _, r in data.iterrows()])
     notes = ("Paired differences in percentage points, fine-tuned test accuracy. A method trial pairs with the "
-             "control trials of the same data, seed, network and pretraining; 95% CI = mean ± t(0.975, n−1)·sd/√n.",
+             "control trials of the same data, seed, network and pretraining; "
+             "95% CI = mean ± t(0.975, n−1)·sd/√n.",
              *(f"{r['Row']}: {int(r['budget_mismatches'])} none-control pair(s) ran a different number of "
                "fine-tuning epochs" for _, r in data.iterrows() if r["budget_mismatches"]))
     return Table("comparison", "Honest comparison — does pruning improve accuracy?", data, display, notes)

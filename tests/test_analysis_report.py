@@ -91,6 +91,15 @@ def test_a_missing_results_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert err == [f"error: {missing}: no such results file"]
 
 
+def test_an_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    results = write_results(tmp_path / "r.parquet")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert run_cli(tables_main, [str(results), "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {blocker / 'out'}")
+
+
 def test_several_results_files_are_read_together_and_duplicates_dropped(tmp_path):
     waveform_rows = [r for r in handmade_rows() if r["dataset"] == "waveform"]
     first = write_results(tmp_path / "a.parquet")
