@@ -141,13 +141,15 @@ def _none_band(ax: Axes, point: Point) -> None:
 
 
 _LABEL_OFFSETS = ((8, 4), (8, -12), (-8, 4), (-8, -12), (8, 16), (-8, 16), (8, -24), (-8, -24))
-_LABEL_BOX = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75}  # readable over lines
+_LABEL_BOX = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9}  # readable over lines
 
 
 def _annotate(ax: Axes, pts: Sequence[Point]) -> None:
     """Setting labels beside method points, each at the first nearby spot that covers no other
     label or marker (positions from the renderer, so call after the layout is drawn)."""
-    labelled = [p for p in pts if not p.random and p.method != "none"]
+    nones = [p for p in pts if p.method == "none"]
+    # a single none control is the band; several (other epochs, say) need telling apart
+    labelled = [p for p in pts if not p.random and (p.method != "none" or len(nones) > 1)]
     if len(labelled) > 10:
         return
     renderer = ax.figure.canvas.get_renderer()
