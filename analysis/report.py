@@ -71,7 +71,8 @@ def settings_lines(ok: pd.DataFrame) -> list[str]:
 
 def wall_time_lines(df: pd.DataFrame) -> list[str]:
     ok = df[df["status"].eq("ok")]
-    trained = _trials(ok)[column(_trials(ok), "pretrain_reused").eq(False)]
+    trials = _trials(ok)
+    trained = trials[column(trials, "pretrain_reused").eq(False)]
     pretrain = pd.to_numeric(column(trained, "wall_pretrain_s"), errors="coerce").sum()
     finetune = pd.to_numeric(column(ok, "wall_finetune_s"), errors="coerce").sum()
     lines = [f"- Compute time, summed over trials: {_duration(pretrain + finetune)} "
