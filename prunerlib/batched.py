@@ -91,16 +91,20 @@ class Population:
         params = [p.detach().requires_grad_(True) for p in self.params]
         conv1_w, conv1_b, conv2_w, conv2_b, fc1_w, fc1_b, fc2_w, fc2_b = params
         # Members side by side as channel groups: one grouped convolution computes every
-        # member's convolution with its own filters.
+        # member's convolution with its own filters. Channels-last, because CPU kernels for
+        # grouped convolution and pooling vectorise over channels, and K members make many.
         k, b = x.shape[:2]
-        h = x.transpose(0, 1).reshape(b, -1, *x.shape[-2:])
+        h = x.transpose(0, 1).reshape(b, -1, *x.shape[-2:]).contiguous(memory_format=torch.channels_last)
         for weight, bias in ((conv1_w, conv1_b), (conv2_w, conv2_b)):
-            h = F.max_pool2d(torch.relu(F.conv2d(h, weight.flatten(0, 1), bias.flatten(), groups=k)), 2)
+            # relu(pool(.)) is exactly pool(relu(.)) (relu is monotone), on a quarter of the values.
+            h = torch.relu(F.max_pool2d(F.conv2d(h, weight.flatten(0, 1), bias.flatten(), groups=k), 2))
         h = h.reshape(b, k, -1).permute(1, 2, 0)  # (K, features, B)
         hidden = self.act(torch.baddbmm(fc1_b.unsqueeze(2), fc1_w, h))
         z = torch.baddbmm(fc2_b.unsqueeze(2), fc2_w, hidden)
         loss, dz = _cross_entropy(z.detach(), y, dim=1)
-        return loss, list(torch.autograd.grad(z, params, dz))
+        # Channels-last convolutions return channels-last weight gradients; the fused
+        # optimiser reads raw memory, so it must see the parameters' own layout.
+        return loss, [g.contiguous() for g in torch.autograd.grad(z, params, dz)]
 
 
 def _cross_entropy(z: torch.Tensor, y: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
