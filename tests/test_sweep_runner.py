@@ -107,3 +107,69 @@ def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_re
     for trial in complete:  # the study's values are the rows' values
         row = df[(df["threshold_factor"] - trial.params["threshold_factor"]).abs() < 1e-12].iloc[0]
         assert trial.values == pytest.approx([row["acc_finetuned"], row["weights_removed_frac"]])
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A Ray head and a second node, each `ray start`ed as its own processes, 1 CPU each."""
+    import shutil
+    import socket
+    import tempfile
+
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # `ray start --head` turns on token authentication; every process that joins must use it.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp}",
+                        "--include-dashboard=false", *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "start", f"--address={address}", *common], env=env, check=True,
+                       capture_output=True, timeout=120)
+        yield address, env
+    finally:
+        # Stop this cluster's processes only (not `ray stop`, which would stop every Ray on the machine).
+        for pid in _processes_mentioning(temp):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _processes_mentioning(text: str) -> set[int]:
+    """Processes whose command line holds `text`, and all their descendants (Ray's agents
+    rename themselves, so only their parent raylet still names the cluster's folder)."""
+    parents: dict[int, int] = {}
+    found: set[int] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if text.encode() in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, two_node_cluster):
+    address, env = two_node_cluster
+    spec = {"name": "nodes", "fixed": {**TINY, "epochs_finetune": 20}, "seeds": [0, 1],
+            "grid": [{"pruner": "threshold", "threshold_factor": [0.5, 0.75, 1.0, 1.25]}], "max_concurrent": 2}
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    storage = tmp_path / "shared"
+    result = subprocess.run([sys.executable, "-m", "prunerlib.cli", "sweep", str(path), "--address", address,
+                             "--storage", str(storage)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    df = pd.read_parquet(storage / "nodes" / "results.parquet")
+    assert len(df) == 8 and df["trial_id"].is_unique and (df["status"] == "ok").all()
+    assert df["node_id"].nunique() == 2, df["node_id"].value_counts()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prunerlib.config import TrialConfig
-from prunerlib.errors import PrunerlibError
+from prunerlib.errors import ConfigError, PrunerlibError
 from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, run_trial
 from prunerlib.sweep.plan import grid_packs
 from prunerlib.sweep.spec import Range, SpecError, SweepSpec
@@ -97,8 +97,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     folder.begin(spec, resume)
     started_here = not ray.is_initialized()
     if started_here:
-        # "local" starts a fresh embedded Ray even when a cluster runs on this machine.
-        ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING")
+        _connect(address)
     try:
         _check_cluster(spec, folder, remote=address is not None)
         tuner = _tuner(spec, folder, resume)
@@ -114,6 +113,22 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    if address is None:  # "local" starts a fresh embedded Ray even when a cluster runs on this machine
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        return
+    try:
+        ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; a cluster started by `ray start` uses token authentication: set RAY_AUTH_MODE=token "
+                "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)")
+        raise ConfigError(f"--address: cannot join the Ray cluster at {address}: "
+                          f"{str(exc).splitlines()[0][:200]}{hint}") from None
 
 
 def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202  (ray.tune.Tuner)
