@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Dogs vs. Cats photos for `make paper` (your own copy; the default is the shared test copy).
+CATSDOGS ?= ../shared/data/catsdogs
 
-.PHONY: demo test clean
+.PHONY: demo test paper clean
 
 # The venv is rebuilt only when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -12,11 +14,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# A local sweep on embedded Ray: no cluster, no download. Starts afresh each time.
 demo: $(VENV)/.installed
-	$(BIN)/prunerlib run --dataset waveform --attributes 40 --pruner threshold --threshold-factor 1.0 --seed 0
+	rm -rf runs/quick
+	$(BIN)/prunerlib sweep sweeps/quick.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The paper's Tables 1-3: both paper sweeps (continued if interrupted), then the report.
+paper: $(VENV)/.installed
+	$(BIN)/prunerlib sweep sweeps/paper_waveform.yaml --resume
+	$(BIN)/prunerlib sweep sweeps/paper_cnn.yaml --resume --set data=$(abspath $(CATSDOGS))
+	$(BIN)/python analysis/report.py runs/paper_waveform/results.parquet runs/paper_cnn/results.parquet --out runs/paper_report
 
 clean:
 	rm -rf $(VENV) runs
