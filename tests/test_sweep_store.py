@@ -1,0 +1,51 @@
+import pandas as pd
+import pytest
+
+from prunerlib.config import TrialConfig
+from prunerlib.pipeline import failed_rows, identity_columns
+from prunerlib.records import COLUMNS
+from prunerlib.sweep.spec import SpecError, parse_spec
+from prunerlib.sweep.store import SweepFolder
+
+SPEC = {"name": "s", "grid": [{"pruner": "none"}]}
+
+
+def rows_for(seed: int, cycles: int = 1) -> list[dict]:
+    cfg = TrialConfig.from_dict({"seed": seed})
+    base = identity_columns(cfg, "s", cfg.config_hash())
+    return [base | {"cycle": c, "final": c == cycles, "status": "ok", "acc_finetuned": 0.8 + seed / 100}
+            for c in range(1, cycles + 1)]
+
+
+def test_rows_are_kept_per_trial_and_consolidated_once_each(tmp_path):
+    folder = SweepFolder(tmp_path, "s")
+    folder.begin(parse_spec(SPEC), resume=False)
+    for seed in (2, 0, 1):
+        folder.write_rows(f"t{seed}", rows_for(seed, cycles=2))
+    folder.write_rows("t1", rows_for(1, cycles=2))  # a trial written again replaces, never adds
+    assert folder.rows("t9") is None and len(folder.rows("t0")) == 2
+    assert folder.finished() == {"t0", "t1", "t2"}
+    frame = folder.consolidate()
+    on_disk = pd.read_parquet(folder.results)
+    assert len(on_disk) == 6 and list(on_disk.columns) == list(COLUMNS)
+    assert on_disk[["trial_id", "cycle"]].duplicated().sum() == 0 and len(frame) == 6
+    assert not list(folder.trials.glob(".*"))  # no temporary file left behind
+
+
+def test_failed_rows_consolidate_with_nulls_where_nothing_was_measured(tmp_path):
+    folder = SweepFolder(tmp_path, "s")
+    folder.begin(parse_spec(SPEC), resume=False)
+    cfg = TrialConfig.from_dict({})
+    folder.write_rows("bad", failed_rows(identity_columns(cfg, "s", "bad"), RuntimeError("boom")))
+    row = folder.consolidate().iloc[0]
+    assert row["status"] == "failed" and row["error"] == "RuntimeError: boom" and pd.isna(row["acc_finetuned"])
+
+
+def test_an_existing_sweep_needs_resume_and_the_same_spec(tmp_path):
+    SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=False)
+    with pytest.raises(SpecError, match="already exists.*--resume"):
+        SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=False)
+    SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=True)
+    changed = {**SPEC, "seeds": [0, 1]}
+    with pytest.raises(SpecError, match="the spec changed"):
+        SweepFolder(tmp_path, "s").begin(parse_spec(changed), resume=True)
