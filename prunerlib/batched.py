@@ -137,30 +137,33 @@ class BatchedOptimizer:
             raise ValueError(f"one optimiser type per population, got {sorted(kinds)}")
         self.kind = kinds.pop()
         self.hyper = [(cfg.lr, cfg.weight_decay, cfg.momentum if self.kind == "sgd" else 0.0) for cfg in cfgs]
+        self.blocks = self._blocks()
         self.exp_avg = [torch.zeros_like(p) for p in params]  # Adam's first moment, or SGD's momentum buffer
         self.exp_avg_sq = [torch.zeros_like(p) for p in params] if self.kind == "adam" else []
         self.steps = torch.zeros((), dtype=torch.float32, device=params[0].device)
 
     def retain(self, keep: torch.Tensor) -> None:
         self.hyper = [self.hyper[i] for i in keep.tolist()]
+        self.blocks = self._blocks()
         self.exp_avg = [t[keep] for t in self.exp_avg]
         self.exp_avg_sq = [t[keep] for t in self.exp_avg_sq]
 
-    def _blocks(self) -> list[tuple[slice, tuple[float, float, float]]]:
+    def _blocks(self) -> list[tuple[slice | None, tuple[float, float, float]]]:
         """Runs of consecutive members with equal hyper-parameters: row blocks that one update
-        with scalar hyper-parameters serves (a row block of a stacked tensor is contiguous)."""
+        with scalar hyper-parameters serves (a row block of a stacked tensor is contiguous).
+        None for rows when one block holds everyone."""
         blocks, start = [], 0
         for hyper, run in groupby(self.hyper):
             count = len(list(run))
             blocks.append((slice(start, start + count), hyper))
             start += count
-        return blocks
+        return [(None, blocks[0][1])] if len(blocks) == 1 else blocks
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         self.steps += 1
-        for rows, (lr, weight_decay, momentum) in self._blocks():
-            block = lambda tensors: [t[rows] for t in tensors]  # noqa: E731
+        for rows, (lr, weight_decay, momentum) in self.blocks:
+            block = lambda tensors: tensors if rows is None else [t[rows] for t in tensors]  # noqa: E731
             if self.kind == "adam":
                 # torch.optim.Adam(fused=True)'s kernel: one pass over the block.
                 torch._fused_adam_(block(params), block(grads), block(self.exp_avg), block(self.exp_avg_sq),

@@ -57,9 +57,10 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
              trial_ids: Sequence[str] | None = None, progress: bool = False) -> list[Rows]:
     """Rows for each member, in order — for each member exactly what
     run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed-row
-    behaviour). Members sharing a `population_key` are fine-tuned together; a member alone in
-    its group runs as a plain trial. Bad settings or unusable data raise before any training,
-    as in run_trial; a diverging or crashing member gets its failed row and the others go on.
+    behaviour). Members sharing a `population_key` are fine-tuned together, in populations of
+    at most `pack_size_for` members; a member alone in its population runs as a plain trial.
+    Bad settings or unusable data raise before any training, as in run_trial; a diverging or
+    crashing member gets its failed row and the others go on.
 
     `wall_finetune_s` of a population member is its share of the stage: the stage's wall time
     divided by the members that started it, so summing over rows still gives time spent."""
@@ -70,14 +71,16 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
     for pos, cfg in enumerate(cfgs):
         groups.setdefault(population_key(cfg), []).append(pos)
     results: list[Rows] = [[] for _ in cfgs]
-    for members in groups.values():
-        if len(members) == 1:
-            (pos,) = members
-            results[pos] = run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress)
-            continue
-        rows = _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress)
-        for pos, member_rows in zip(members, rows):
-            results[pos] = member_rows
+    for group in groups.values():
+        size = pack_size_for(cfgs[group[0]], resolve_device(cfgs[group[0]].device))
+        for members in (group[at:at + size] for at in range(0, len(group), size)):
+            if len(members) == 1:
+                (pos,) = members
+                results[pos] = run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress)
+                continue
+            rows = _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress)
+            for pos, member_rows in zip(members, rows):
+                results[pos] = member_rows
     return results
 
 
@@ -141,14 +144,19 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
 
 
 def _finetune(states: list[TrialState], data: Data, cycle: int, progress: bool) -> StageResult:
-    """Fine-tune the members' current models together, then hand each its weights back."""
-    cfg = states[0].cfg
-    pop = Population([s.model for s in states], [s.masks for s in states], [s.cfg for s in states])
-    stage = train_population(pop, data, [finetune_seed(s.cfg, cycle) for s in states],
+    """Fine-tune the members' current models together, then hand each its weights back.
+    Failures are keyed by position in `states`."""
+    # Members with equal optimiser settings side by side: each such run is one fused update.
+    order = sorted(range(len(states)), key=lambda i: (states[i].cfg.lr, states[i].cfg.weight_decay,
+                                                      states[i].cfg.momentum))
+    ordered = [states[i] for i in order]
+    cfg = ordered[0].cfg
+    pop = Population([s.model for s in ordered], [s.masks for s in ordered], [s.cfg for s in ordered])
+    stage = train_population(pop, data, [finetune_seed(s.cfg, cycle) for s in ordered],
                              epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
                              desc=f"fine-tune {cycle} ({len(states)} members)", progress=progress)
-    pop.write_back([s.model for pos, s in enumerate(states) if pos not in stage.failures])
-    return stage
+    pop.write_back([s.model for pos, s in enumerate(ordered) if pos not in stage.failures])
+    return StageResult(stage.wall_s, {order[pos]: failure for pos, failure in stage.failures.items()})
 
 
 def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:

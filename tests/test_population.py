@@ -88,6 +88,17 @@ def test_a_mixed_ffn_pack_gives_every_member_its_single_run(tmp_path, monkeypatc
     assert {r["status"] for rows in packed for r in rows} == {"ok"}
 
 
+def test_a_group_larger_than_a_pack_runs_as_several(tmp_path, monkeypatch):
+    sizes = []
+    monkeypatch.setattr(population, "pack_size_for", lambda cfg, device: 2)
+    monkeypatch.setattr(population, "Population", lambda models, *a: sizes.append(len(models)) or Population(models, *a))
+    cfgs = [ffn_config(pruner="threshold", threshold_factor=f) for f in (0.5, 0.75, 1.0, 1.25, 1.5)]
+    single, packed = _run_both(cfgs, tmp_path)
+    assert sizes == [2, 2]  # and the fifth ran alone, as a plain trial
+    for a, b in zip(single, packed):
+        _assert_rows_match(a, b, n_test=120)
+
+
 def test_pretraining_runs_once_per_key_in_a_pack(tmp_path, monkeypatch):
     calls = []
     real = pretrained.train
