@@ -30,11 +30,12 @@ from prunerlib.masks import Masks
 from prunerlib.models import CNN, FFN
 from prunerlib.training import epoch_order
 
-# Activation, and its derivative written in terms of its output (what the backward pass keeps).
+# Activation (into `out`), and its derivative in terms of its output (what backward keeps).
 _ACTIVATIONS = {
     nn.Sigmoid: (torch.sigmoid, torch.ops.aten.sigmoid_backward),
     nn.Tanh: (torch.tanh, torch.ops.aten.tanh_backward),
-    nn.ReLU: (torch.relu, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
+    nn.ReLU: (lambda x, out=None: torch.clamp_min(x, 0, out=out),
+              lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
 }
 
 
@@ -48,10 +49,18 @@ class Population:
         self.convolutional = isinstance(template, CNN)
         self.act, self.act_backward = _ACTIVATIONS[type(template.act)]
         names = [name for name, _ in template.named_parameters()]
-        self.params = [torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names]
+        params = [torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names]
         # 1 = kept, 0 = pruned: multiplying a gradient by it is what Masks.mask_grads does.
         # None where every member keeps every entry, so the step skips the multiply.
-        self.keep = [_stacked_mask(name, p, masks) for name, p in zip(names, self.params)]
+        keep = [_stacked_mask(name, p, masks) for name, p in zip(names, params)]
+        if self.convolutional:
+            self.params, self.keep = params, keep
+        else:
+            # Each linear layer as one (K, out, in + 1) tensor, bias last: with inputs that
+            # carry a constant 1, one matmul applies weight and bias, and one gives both gradients.
+            self.params = [_fold(params[i], params[i + 1]) for i in (0, 2)]
+            self.keep = [_fold_mask(keep[i], keep[i + 1], layer) for i, layer in zip((0, 2), self.params)]
+        self._hidden: dict[tuple[int, ...], torch.Tensor] = {}
         self.optimizer = BatchedOptimizer(cfgs, self.params)
 
     @property
@@ -67,12 +76,22 @@ class Population:
     @torch.no_grad()
     def write_back(self, models: Sequence[nn.Module]) -> None:
         for k, model in enumerate(models):
-            for stacked, param in zip(self.params, model.parameters()):
-                param.copy_(stacked[k])
+            params = list(model.parameters())
+            if self.convolutional:
+                for stacked, param in zip(self.params, params):
+                    param.copy_(stacked[k])
+                continue
+            for layer, weight, bias in zip(self.params, params[0::2], params[1::2]):
+                weight.copy_(layer[k, :, :-1])
+                bias.copy_(layer[k, :, -1])
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The examples as `step` takes them: for the FFN with the constant-1 input."""
+        return x if self.convolutional else torch.cat([x, x.new_ones(len(x), 1)], 1)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step for every member on its own batch (x: (K, B, *example),
-        y: (K, B)); returns the (K,) mean cross-entropy losses before the step."""
+        """One optimiser step for every member on its own batch (x: (K, B, *example) taken
+        from `inputs`, y: (K, B)); returns the (K,) mean cross-entropy losses before the step."""
         loss, grads = self._conv_gradient(x, y) if self.convolutional else self._ffn_gradient(x, y)
         masked = [(g, m) for g, m in zip(grads, self.keep) if m is not None]
         if masked:
@@ -81,11 +100,19 @@ class Population:
         return loss
 
     def _ffn_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        w1, b1, w2, b2 = self.params
-        hidden = self.act(torch.baddbmm(b1.unsqueeze(2), w1, x.mT))  # (K, H, B)
-        loss, dz = _cross_entropy(torch.baddbmm(b2.unsqueeze(2), w2, hidden), y, dim=1)
-        da = self.act_backward(torch.bmm(w2.mT, dz), hidden)
-        return loss, [torch.bmm(da, x), da.sum(2), torch.bmm(dz, hidden.mT), dz.sum(2)]
+        fc1, fc2 = self.params
+        hidden = self._hidden_with_ones(fc1.shape[0], fc1.shape[1], x.shape[1])  # (K, H + 1, B)
+        self.act(torch.bmm(fc1, x.mT), out=hidden[:, :-1])
+        loss, dz = _cross_entropy(torch.bmm(fc2, hidden), y, dim=1)
+        da = self.act_backward(torch.bmm(fc2[:, :, :-1].mT, dz), hidden[:, :-1])
+        return loss, [torch.bmm(da, x), torch.bmm(dz, hidden.mT)]
+
+    def _hidden_with_ones(self, *shape: int) -> torch.Tensor:
+        """A reused (K, H + 1, B) buffer whose last row is 1 (it carries fc2's bias)."""
+        k, h, b = shape
+        if shape not in self._hidden:
+            self._hidden[shape] = torch.ones(k, h + 1, b, dtype=self.params[0].dtype, device=self.params[0].device)
+        return self._hidden[shape]
 
     def _conv_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         params = [p.detach().requires_grad_(True) for p in self.params]
@@ -115,6 +142,17 @@ def _cross_entropy(z: torch.Tensor, y: torch.Tensor, dim: int) -> tuple[torch.Te
     loss = log_p.gather(dim, label).mean((1, 2)).neg_()
     grad = log_p.exp_().scatter_add_(dim, label, torch.full_like(label, -1, dtype=z.dtype))
     return loss, grad.div_(y.shape[1])
+
+
+def _fold(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.cat([weight, bias.unsqueeze(-1)], -1)
+
+
+def _fold_mask(weight: torch.Tensor | None, bias: torch.Tensor | None, layer: torch.Tensor) -> torch.Tensor | None:
+    if weight is None and bias is None:
+        return None
+    ones = layer.new_ones(layer.shape)
+    return _fold(ones[..., :-1] if weight is None else weight, ones[..., -1] if bias is None else bias)
 
 
 def _stacked_mask(name: str, param: torch.Tensor, masks: Sequence[Masks | None]) -> torch.Tensor | None:
@@ -206,6 +244,7 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     start = time.perf_counter()
     device = data.train_x.device
     n = len(data.train_y)
+    table = pop.inputs(data.train_x)
     alive = list(range(pop.size))  # original positions of the members still in `pop`
     # Members with one seed draw one sequence: draw it once for all of them.
     orders = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
@@ -218,7 +257,7 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
         losses = []
         for lo in range(0, n, batch_size):
             batch = idx[:, lo:lo + batch_size]
-            x = data.train_x.index_select(0, batch.flatten()).view(*batch.shape, *data.train_x.shape[1:])
+            x = table.index_select(0, batch.flatten()).view(*batch.shape, *table.shape[1:])
             y = data.train_y.index_select(0, batch.flatten()).view(batch.shape)
             if flips is not None:
                 x = torch.where(flips[:, lo:lo + batch_size, None, None, None], x.flip(-1), x)
