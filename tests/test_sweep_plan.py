@@ -1,44 +1,58 @@
-from prunerlib.sweep.plan import describe, grid_packs, plan_text
+from prunerlib.population import population_key
+from prunerlib.sweep.plan import describe, grid_packs, plan_text, search_batch, slots
 from prunerlib.sweep.spec import parse_spec
 
 SPEC = {
     "name": "p", "fixed": {"dataset": "waveform"}, "seeds": [0, 1, 2],
-    "grid": [{"pruner": "distinctiveness", "angle_cutoff": [10, 20]},
-             {"pruner": "threshold", "threshold_factor": 1.0},
-             {"pruner": "random", "match": "threshold", "threshold_factor": 1.0}],
+    "grid": [{"pruner": "distinctiveness", "angle_cutoff": [10, 20], "attributes": [21, 40]},
+             {"pruner": "threshold", "threshold_factor": 1.0, "attributes": [21, 40]},
+             {"pruner": "random", "match": "threshold", "threshold_factor": 1.0, "attributes": [21, 40]}],
 }
 
 
-def test_packs_group_configurations_that_share_a_pretrained_model():
-    spec = parse_spec({**SPEC, "pack_size": 3})
-    packs = grid_packs(spec)
-    assert sum(len(p.members) for p in packs) == len(spec.grid) == 12
+def test_auto_packs_hold_one_population_each_and_fill_every_slot():
+    spec = parse_spec(SPEC)  # 2 populations (21 and 40 attributes) of 12 configurations
+    packs = grid_packs(spec, parallel=2)
+    assert sorted(len(p.members) for p in packs) == [6, 6, 6, 6]
+    assert sum(len(p.members) for p in packs) == len(spec.grid) == 24
     for pack in packs:
-        assert len({cfg.pretrain_key() for cfg in pack.members}) == 1 and len(pack.members) <= 3
-    assert len(packs) == 6  # 4 configurations per seed → packs of 3 and 1, for 3 seeds
+        assert len({population_key(cfg) for cfg in pack.members}) == 1
+    # Ordered by pretraining key: the two packs of a population pretrain different models.
+    forty = [p for p in packs if p.members[0].attributes == 40]
+    keys = [{cfg.pretrain_key() for cfg in p.members} for p in forty]
+    assert len(keys[0] | keys[1]) == 3 and len(keys[0] & keys[1]) <= 1
     assert len({p.label for p in packs}) == len(packs)
 
 
-def test_single_packs_have_short_unique_labels_tune_can_show():
-    packs = grid_packs(parse_spec(SPEC))
+def test_a_fixed_pack_size_is_kept_and_single_packs_have_short_labels():
+    packs = grid_packs(parse_spec({**SPEC, "pack_size": 1}))
     labels = [p.label for p in packs]
-    assert len(set(labels)) == 12 and max(map(len, labels)) <= 24
-    assert "p000 dist10 a40 s0" in labels and any("rand~thr1 a40" in label for label in labels)
+    assert len(packs) == 24 and len(set(labels)) == 24 and max(map(len, labels)) <= 24
+    assert any(label.endswith(" dist10 a21 s0") for label in labels)
+    assert any(label.endswith(" rand~thr1 a40 s2") for label in labels)
+
+
+def test_slots_follow_cpus_gpus_and_the_concurrency_cap():
+    spec = parse_spec({**SPEC, "resources": {"cpu": 2, "gpu": 0.5}})
+    assert slots(spec, cpus=16, gpus=1) == 2 and slots(spec, cpus=16, gpus=4) == 8
+    assert slots(parse_spec({**SPEC, "max_concurrent": 3}), cpus=16, gpus=0) == 3
 
 
 def test_the_dry_run_lists_every_trial_and_the_resource_plan():
     spec = parse_spec({**SPEC, "resources": {"cpu": 2}, "max_concurrent": 8})
-    text = plan_text(spec, cluster_cpus=8)
+    text = plan_text(spec, cpus=8)
     for cfg in spec.grid:
         assert describe(cfg) in text
-    assert "12 trial configuration(s) in 12 Tune trial(s)" in text
+    assert "24 trial configuration(s) in 8 Tune trial(s) (pack_size auto)" in text  # 2 populations × 4 slots
     assert "2 CPU per Tune trial; 4 at once on 8 CPU(s)" in text
 
 
-def test_a_search_plan_names_the_sampler_space_and_objectives():
+def test_a_search_asks_for_batches_of_points():
     spec = parse_spec({"name": "s", "seeds": [0, 1], "fixed": {"pruner": "threshold"}, "search": {
-        "sampler": "tpe", "num_samples": 5, "objectives": {"acc_finetuned": "max"},
+        "sampler": "tpe", "num_samples": 40, "objectives": {"acc_finetuned": "max"},
         "space": {"threshold_factor": {"low": 0.5, "high": 2, "log": True}}}})
-    text = plan_text(spec)
-    assert "Optuna tpe sampler, 5 point(s) × 2 seed(s) = 10 trial configuration(s)" in text
+    assert search_batch(spec, parallel=2) == 5  # 4 rounds of results per slot
+    assert search_batch(parse_spec({**spec.raw, "pack_size": 6}), parallel=2) == 3  # 6 configs = 3 points × 2 seeds
+    text = plan_text(spec, cpus=2)
+    assert "Optuna tpe sampler, 40 point(s) × 2 seed(s) = 80 trial configuration(s), 5 point(s) per Tune trial" in text
     assert "threshold_factor: log-range [0.5, 2]" in text and "acc_finetuned (max)" in text

@@ -56,7 +56,7 @@ def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_
 def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_path):
     spec = {"name": "kill", "fixed": {**TINY, "epochs_finetune": 6}, "seeds": [0, 1, 2],
             "grid": [{"pruner": "threshold", "threshold_factor": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]}],
-            "max_concurrent": 1}
+            "max_concurrent": 1, "pack_size": 3}
     trials = tmp_path / "runs" / "kill" / "trials"
     driver = sweep(spec, tmp_path, wait=False)
     deadline = time.monotonic() + 300

@@ -85,7 +85,7 @@ MALFORMED = [
     (with_(resources={"gpus": 1}), "resources.gpus: unknown key"),
     (with_(resources={"gpu": 1.5}), "resources.gpu: above 1"),
     (with_(max_concurrent=0), "max_concurrent: must be at least 1"),
-    (with_(pack_size="big"), "pack_size: must be an integer"),
+    (with_(pack_size="big"), "pack_size: must be auto or a whole number"),
     (with_(grid=DELETE), "grid: a spec needs a grid, a search, or both"),
     (with_(grid=DELETE, search={**SEARCH, "sampler": "bayes"}), "search.sampler: must be one of"),
     (with_(grid=DELETE, search={**SEARCH, "objectives": {"accuracy": "max"}}), "search.objectives.accuracy: not an objective"),

@@ -1,16 +1,28 @@
 """From a validated spec to the work Tune schedules: packs of trial configurations.
 
-A Tune trial carries a *pack*: one or more configurations run together. Members of a pack
-share a pretraining key wherever possible, so a pack pretrains (or loads) one model.
+A Tune trial carries a *pack*: configurations that the population engine
+(`prunerlib.population.run_pack`) fine-tunes as one batched computation. Packs hold members of
+one population (same data, architecture and stage shape); within it they are ordered by
+pretraining key, so the packs running side by side pretrain different models at once.
+
+`pack_size: auto` spreads each population over the parallel Tune slots (CPUs / `cpu` per
+trial, capped by `max_concurrent`), so every slot stays busy, with at most as many members
+as `population.pack_size_for` lets share one step. A search asks its study for a batch of
+points per Tune trial: a quarter of the points per slot at most, so the sampler still sees
+several rounds of results.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 from prunerlib.config import TrialConfig
+from prunerlib.population import pack_size_for, population_key
 from prunerlib.sweep.spec import Range, SweepSpec
+
+SEARCH_ROUNDS = 4  # auto: the study gets at least this many rounds of results per slot
 
 
 @dataclass(frozen=True)
@@ -19,31 +31,35 @@ class Pack:
     members: tuple[TrialConfig, ...]
 
 
-def grid_packs(spec: SweepSpec) -> list[Pack]:
-    """The grid's configurations in packs of at most `spec.pack_size`, grouped by pretraining key."""
-    by_key: dict[str, list[TrialConfig]] = {}
+def slots(spec: SweepSpec, cpus: float, gpus: float) -> int:
+    """How many Tune trials run at once."""
+    fit = int(cpus // spec.cpu)
+    if spec.gpu:
+        fit = min(fit, int(gpus // spec.gpu))
+    return max(1, min(fit, spec.max_concurrent or fit))
+
+
+def grid_packs(spec: SweepSpec, parallel: int = 1) -> list[Pack]:
+    populations: dict[tuple, list[TrialConfig]] = {}
     for cfg in spec.grid:
-        by_key.setdefault(cfg.pretrain_key(), []).append(cfg)
+        populations.setdefault(population_key(cfg), []).append(cfg)
     packs: list[Pack] = []
-    for members in by_key.values():
-        for start in range(0, len(members), spec.pack_size):
-            chunk = tuple(members[start: start + spec.pack_size])
-            name = _short(chunk[0]) if len(chunk) == 1 else f"{len(chunk)}x s{chunk[0].seed}"
+    for members in populations.values():
+        members.sort(key=lambda cfg: cfg.pretrain_key())
+        size = spec.pack_size or min(math.ceil(len(members) / parallel), pack_size_for(members[0], "cpu"))
+        for start in range(0, len(members), size):
+            chunk = tuple(members[start: start + size])
+            name = _short(chunk[0]) if len(chunk) == 1 else f"{len(chunk)} configs"
             packs.append(Pack(f"p{len(packs):03d} {name}", chunk))
     return packs
 
 
-def _short(cfg: TrialConfig) -> str:
-    """A label that survives Tune's 20-character console columns: `p001 dist15 a40 s0`."""
-    abbrev = {"distinctiveness": "dist", "threshold": "thr", "filters": "filt", "none": "none", "random": "rand"}
-    name = abbrev[cfg.pruner] + (f"~{abbrev[cfg.match]}" if cfg.match else "")
-    method = cfg.mirrored_pruner
-    name += f"{cfg.angle_cutoff:g}" if method == "distinctiveness" else ""
-    name += f"{cfg.threshold_factor:g}" if method == "threshold" else ""
-    if cfg.prunes_filters:
-        name += f" {cfg.filter_criterion[:3]}:" + "/".join(map(str, cfg.filter_counts()))
-    attrs = f" a{cfg.attributes}" if cfg.dataset == "waveform" else ""
-    return f"{name}{attrs} s{cfg.seed}"
+def search_batch(spec: SweepSpec, parallel: int = 1) -> int:
+    """Points per Tune trial of a search (each point runs at every seed)."""
+    assert spec.search is not None
+    if spec.pack_size:
+        return max(1, spec.pack_size // len(spec.seeds))
+    return max(1, math.ceil(spec.search.num_samples / (SEARCH_ROUNDS * parallel)))
 
 
 def describe(cfg: TrialConfig) -> str:
@@ -62,16 +78,29 @@ def describe(cfg: TrialConfig) -> str:
     return " ".join(parts)
 
 
-def plan_text(spec: SweepSpec, cluster_cpus: float | None = None, cluster_gpus: float | None = None) -> str:
+def _short(cfg: TrialConfig) -> str:
+    """A label that survives Tune's 20-character console columns: `p001 dist15 a40 s0`."""
+    abbrev = {"distinctiveness": "dist", "threshold": "thr", "filters": "filt", "none": "none", "random": "rand"}
+    name = abbrev[cfg.pruner] + (f"~{abbrev[cfg.match]}" if cfg.match else "")
+    method = cfg.mirrored_pruner
+    name += f"{cfg.angle_cutoff:g}" if method == "distinctiveness" else ""
+    name += f"{cfg.threshold_factor:g}" if method == "threshold" else ""
+    if cfg.prunes_filters:
+        name += f" {cfg.filter_criterion[:3]}:" + "/".join(map(str, cfg.filter_counts()))
+    attrs = f" a{cfg.attributes}" if cfg.dataset == "waveform" else ""
+    return f"{name}{attrs} s{cfg.seed}"
+
+
+def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> str:
     """What `--dry-run` prints: every trial and the resource plan."""
-    cpus = cluster_cpus if cluster_cpus is not None else float(os.cpu_count() or 1)
-    fit = int(cpus // spec.cpu) if spec.gpu == 0 else min(int(cpus // spec.cpu), int((cluster_gpus or 0) // spec.gpu))
-    concurrent = min(fit, spec.max_concurrent) if spec.max_concurrent else fit
+    cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
+    parallel = slots(spec, cpus, gpus)
+    size = "auto" if spec.pack_size is None else spec.pack_size
     lines = [f"sweep {spec.name}"]
     if spec.grid:
-        packs = grid_packs(spec)
+        packs = grid_packs(spec, parallel)
         lines.append(f"grid: {len(spec.grid)} trial configuration(s) in {len(packs)} Tune trial(s) "
-                     f"(pack size up to {spec.pack_size}), seeds {list(spec.seeds)}")
+                     f"(pack_size {size}), seeds {list(spec.seeds)}")
         for pack in packs:
             if len(pack.members) == 1:
                 lines.append(f"  {pack.label.split()[0]}  {describe(pack.members[0])}")
@@ -81,8 +110,10 @@ def plan_text(spec: SweepSpec, cluster_cpus: float | None = None, cluster_gpus: 
     if spec.search:
         s = spec.search
         objectives = ", ".join(f"{m} ({mode})" for m, mode in s.objectives)
+        batch = search_batch(spec, parallel)
         lines.append(f"search: Optuna {s.sampler} sampler, {s.num_samples} point(s) × {len(spec.seeds)} seed(s) "
-                     f"= {s.num_samples * len(spec.seeds)} trial configuration(s); objectives: {objectives}")
+                     f"= {s.num_samples * len(spec.seeds)} trial configuration(s), {batch} point(s) per Tune trial "
+                     f"(pack_size {size}); objectives: {objectives}")
         for key, dim in s.space.items():
             shown = (f"{'int ' if dim.integer else ''}{'log-' if dim.log else ''}range [{dim.low:g}, {dim.high:g}]"
                      if isinstance(dim, Range) else f"one of {list(dim)}")
@@ -90,7 +121,7 @@ def plan_text(spec: SweepSpec, cluster_cpus: float | None = None, cluster_gpus: 
         if spec.fixed:
             lines.append(f"  fixed: {spec.fixed}")
     gpu = f", {spec.gpu:g} GPU" if spec.gpu else ""
-    lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial; {concurrent} at once on {cpus:g} CPU(s)"
-                 + (f" and {cluster_gpus:g} GPU(s)" if spec.gpu else "")
+    lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial; {parallel} at once on {cpus:g} CPU(s)"
+                 + (f" and {gpus:g} GPU(s)" if spec.gpu else "")
                  + f"; {spec.max_failures} retr{'y' if spec.max_failures == 1 else 'ies'} after a fault")
     return "\n".join(lines)

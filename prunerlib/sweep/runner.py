@@ -16,9 +16,11 @@ from typing import Any
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError, PrunerlibError
-from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, run_trial
-from prunerlib.sweep.plan import grid_packs
-from prunerlib.sweep.spec import Range, SpecError, SweepSpec
+from prunerlib.pipeline import Workdirs, failed_rows, identity_columns
+from prunerlib.population import run_pack
+from prunerlib.sweep.plan import grid_packs, search_batch, slots
+from prunerlib.sweep.search import POINTS, VALUES, BatchedOptunaSearch
+from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
 from prunerlib.sweep.summary import summarise
 
@@ -36,18 +38,20 @@ class SweepContext:
     fixed: dict[str, Any]
     seeds: tuple[int, ...]
     packs: dict[str, tuple[dict[str, Any], ...]]  # grid: pack label -> member settings
-    metrics: tuple[str, ...]
+    objectives: tuple[str, ...]  # search: the metrics each point is told
     threads: int
 
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
             return [TrialConfig.from_dict(settings) for settings in self.packs[params["pack"]]]
-        return [TrialConfig.from_dict({**self.fixed, **params, "seed": s}) for s in self.seeds]
+        return [TrialConfig.from_dict({**self.fixed, **point, "seed": s}) for point in params[POINTS]
+                for s in self.seeds]
 
 
 def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
-    """One Tune trial: run the pack's unfinished configurations, keep each one's rows in the
-    sweep folder the moment it finishes, report the pack's means to Tune."""
+    """One Tune trial: run the pack's unfinished configurations as a population, keep each
+    one's rows in the sweep folder, report the pack's means (and each search point's
+    objective values) to Tune."""
     import ray
     import torch
     from ray import tune
@@ -55,24 +59,27 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     torch.set_num_threads(ctx.threads)
     folder = SweepFolder(ctx.storage, ctx.name)
     node = ray.get_runtime_context().get_node_id()
-    finals: list[dict[str, Any]] = []
-    for cfg in ctx.members(params):
-        trial_id = cfg.config_hash()
-        rows = folder.rows(trial_id)
-        if rows is None:
-            try:
-                rows = run_trial(cfg, Workdirs(pretrained=folder.pretrained), sweep=ctx.name, trial_id=trial_id,
-                                 progress=False)
-            except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
-                rows = failed_rows(identity_columns(cfg, ctx.name, trial_id), exc)
-            rows = [row | {"node_id": node} for row in rows]
-            folder.write_rows(trial_id, rows)
-        finals.append(rows[-1])
+    members = ctx.members(params)
+    ids = [cfg.config_hash() for cfg in members]
+    rows = {tid: folder.rows(tid) for tid in ids}
+    todo = [(cfg, tid) for cfg, tid in zip(members, ids) if rows[tid] is None]
+    if todo:
+        dirs = Workdirs(pretrained=folder.pretrained)
+        try:
+            results = run_pack([cfg for cfg, _ in todo], dirs, sweep=ctx.name, trial_ids=[tid for _, tid in todo])
+        except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
+            results = [failed_rows(identity_columns(cfg, ctx.name, tid), exc) for cfg, tid in todo]
+        for (_, tid), member_rows in zip(todo, results):
+            rows[tid] = [row | {"node_id": node} for row in member_rows]
+            folder.write_rows(tid, rows[tid])
+    finals = [rows[tid][-1] for tid in ids]
     ok = [row for row in finals if row["status"] == "ok"]
-    tune.report({
-        **{metric: _mean(row.get(metric) for row in ok) for metric in ctx.metrics},
-        "configs_ok": len(ok), "configs_failed": len(finals) - len(ok),
-    })
+    report = {metric: _mean(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
+    if POINTS in params:  # each point's objectives: the mean over its seeds
+        per_point = [finals[i: i + len(ctx.seeds)] for i in range(0, len(finals), len(ctx.seeds))]
+        report[VALUES] = [[_mean(r.get(m) for r in point if r["status"] == "ok") for m in ctx.objectives]
+                          for point in per_point]
+    tune.report({**report, "configs_ok": len(ok), "configs_failed": len(finals) - len(ok)})
 
 
 def _mean(values: Any) -> float:
@@ -132,13 +139,16 @@ def _connect(address: str | None) -> None:
 
 
 def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202  (ray.tune.Tuner)
+    import ray
     from ray import tune
 
-    packs = grid_packs(spec) if spec.grid else []
-    metrics = tuple(dict.fromkeys([*(m for m, _ in spec.search.objectives), *REPORTED])) if spec.search else REPORTED
+    resources = ray.cluster_resources()
+    parallel = slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+    packs = grid_packs(spec, parallel) if spec.grid else []
     ctx = SweepContext(
         name=spec.name, storage=str(folder.root.parent), fixed=spec.fixed, seeds=spec.seeds,
-        packs={p.label: tuple(cfg.to_dict() for cfg in p.members) for p in packs}, metrics=metrics,
+        packs={p.label: tuple(cfg.to_dict() for cfg in p.members) for p in packs},
+        objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)),
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
@@ -149,43 +159,13 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202 
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
     if spec.search:
-        search, samples, space = _optuna(spec, folder), spec.search.num_samples, {}
-    else:
-        search, samples, space = None, 1, {"pack": tune.grid_search([p.label for p in packs])}
-    tune_config = tune.TuneConfig(search_alg=search, num_samples=samples, max_concurrent_trials=spec.max_concurrent,
-                                  reuse_actors=True)
-    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
-
-
-def _optuna(spec: SweepSpec, folder: SweepFolder):  # noqa: ANN202  (ray.tune.search.optuna.OptunaSearch)
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
-
-    search = spec.search
-    assert search is not None
-    space: dict[str, optuna.distributions.BaseDistribution] = {}
-    for key, dim in search.space.items():
-        if isinstance(dim, Range) and dim.integer:
-            space[key] = optuna.distributions.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
-        elif isinstance(dim, Range):
-            space[key] = optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
-        else:
-            space[key] = optuna.distributions.CategoricalDistribution(list(dim))
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
-        "grid": lambda: optuna.samplers.GridSampler({k: list(v) for k, v in search.space.items()}, seed=search.seed),
-    }
-    metric = [m for m, _ in search.objectives]
-    mode = [d for _, d in search.objectives]
-    return OptunaSearch(
-        space=space, metric=metric if len(metric) > 1 else metric[0], mode=mode if len(mode) > 1 else mode[0],
-        sampler=samplers[search.sampler](), study_name=spec.name,
-        storage=JournalStorage(JournalFileBackend(str(folder.journal))),
-    )
+        searcher = BatchedOptunaSearch(spec.search, spec.name, str(folder.journal), search_batch(spec, parallel))
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=parallel,
+                                      reuse_actors=True)
+        return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
+    return tune.Tuner(trainable, param_space={"pack": tune.grid_search([p.label for p in packs])},
+                      tune_config=tune_config, run_config=run_config)
 
 
 def _check_cluster(spec: SweepSpec, folder: SweepFolder, remote: bool) -> None:

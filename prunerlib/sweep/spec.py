@@ -15,7 +15,7 @@
     resources: {cpu: 1, gpu: 0}           # per Tune trial; fractional GPUs allowed
     max_concurrent: 4                     # Tune trials at once (default: as resources allow)
     max_failures: 1                       # retries of a Tune trial after an infrastructure fault
-    pack_size: 1                          # trial configurations per Tune trial
+    pack_size: auto                       # trial configurations per Tune trial (auto: see plan.py)
 
 Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
 """
@@ -88,7 +88,7 @@ class SweepSpec:
     gpu: float
     max_concurrent: int | None
     max_failures: int
-    pack_size: int
+    pack_size: int | None  # None = auto
     raw: dict[str, Any] = field(repr=False)  # the spec as written, for the sweep folder
 
     def search_members(self, sampled: dict[str, Any]) -> list[TrialConfig]:
@@ -147,7 +147,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     return SweepSpec(
         name=name, fixed=fixed, seeds=seeds, grid=grid, search=search, cpu=cpu, gpu=gpu,
         max_concurrent=max_concurrent, max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0),
-        pack_size=_integer(raw.get("pack_size", 1), "pack_size", low=1), raw=raw,
+        pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw,
     )
 
 
@@ -291,6 +291,14 @@ def _absolute_data(fixed: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         raise SpecError(f"fixed.data: {data} does not exist")
     return {**fixed, "data": str(path)}
+
+
+def _pack_size(raw: Any) -> int | None:
+    if raw == "auto":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise SpecError(f"pack_size: must be auto or a whole number of configurations, at least 1, got {raw!r}")
+    return raw
 
 
 def _seeds(raw: Any) -> tuple[int, ...]:

@@ -1,0 +1,106 @@
+"""An Optuna study driving Tune, a batch of points per Tune trial.
+
+Ray's `OptunaSearch` ties one Tune trial to one Optuna trial. Small pruning trials are cheap
+only when many run as one population, so here a Tune trial carries `batch` points asked of the
+study at once (`study.ask`), and each point is told its own objective values (`study.tell`):
+the study sees exactly the trials it would see one at a time, and `study.best_trials` is the
+Pareto front of the points. The study lives in a journal file, so `optuna.load_study` and
+`optuna-dashboard` open it during and after the sweep, and a resumed sweep continues it.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray.tune.search import Searcher
+
+from prunerlib.sweep.spec import Range, Search
+
+POINTS = "points"  # the Tune trial config key: the list of points (settings) it evaluates
+VALUES = "point_values"  # the reported key: one list of objective values per point
+
+
+def distributions(search: Search) -> dict[str, optuna.distributions.BaseDistribution]:
+    space: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, dim in search.space.items():
+        if isinstance(dim, Range) and dim.integer:
+            space[key] = optuna.distributions.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        elif isinstance(dim, Range):
+            space[key] = optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+        else:
+            space[key] = optuna.distributions.CategoricalDistribution(list(dim))
+    return space
+
+
+def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    if search.sampler == "grid":
+        return optuna.samplers.GridSampler({k: list(v) for k, v in search.space.items()}, seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed)
+
+
+def open_study(search: Search, name: str, journal: str) -> optuna.Study:
+    directions = ["maximize" if mode == "max" else "minimize" for _, mode in search.objectives]
+    return optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(journal)),
+                               sampler=make_sampler(search), directions=directions, load_if_exists=True)
+
+
+class BatchedOptunaSearch(Searcher):
+    """Tune searcher: each suggestion is `batch` points; finishes after `search.num_samples`."""
+
+    def __init__(self, search: Search, name: str, journal: str, batch: int):
+        metrics = [m for m, _ in search.objectives]
+        super().__init__(metric=metrics, mode=[d for _, d in search.objectives])
+        self.search, self.name, self.journal, self.batch = search, name, journal, batch
+        self.asked = 0
+        self.live: dict[str, list[int]] = {}  # Tune trial id -> Optuna trial numbers
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = open_study(self.search, self.name, self.journal)
+        return self._study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        left = self.search.num_samples - self.asked
+        if left <= 0:
+            return Searcher.FINISHED
+        space = distributions(self.search)
+        trials = [self.study.ask(space) for _ in range(min(self.batch, left))]
+        self.asked += len(trials)
+        self.live[trial_id] = [t.number for t in trials]
+        return {POINTS: [t.params for t in trials]}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        numbers = self.live.pop(trial_id, [])
+        values = (result or {}).get(VALUES) if not error else None
+        for i, number in enumerate(numbers):
+            point = values[i] if values is not None and i < len(values) else None
+            # A resumed sweep may report a point the study already holds: keep the first answer.
+            if point is None or any(v is None or math.isnan(v) for v in point):
+                self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            else:
+                self.study.tell(number, point, skip_if_finished=True)
+
+    # Tune pickles the searcher into its experiment state and saves it with these; the study
+    # itself is in the journal, so only the bookkeeping travels.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_study": None}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"asked": self.asked, "live": self.live}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.asked, self.live = state["asked"], state["live"]
