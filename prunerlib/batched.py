@@ -1,16 +1,16 @@
 """K models of one architecture trained as one computation: the population engine's arithmetic.
 
-A population stacks each parameter of its K members into one (K, *shape) tensor. All members
-step at once: batched matmuls for linear layers, grouped convolutions for conv layers, and
-Adam / SGD over the stacked tensors with each member's own learning rate, weight decay and
-momentum. Members never mix: every op is per member, so each one follows its single run's
-trajectory up to float rounding (a batched kernel may sum in another order than the single
-model's kernel).
+A population stacks each parameter of its K members into one (K, ...) tensor (the FFN's
+linear layers with their bias as an extra input column). All members step at once: batched
+matmuls for linear layers, grouped convolutions for conv layers, and Adam / SGD over the
+stacked tensors with each member's own learning rate, weight decay and momentum. Members
+never mix: every op is per member, so each one follows its single run's trajectory up to
+float rounding (a batched kernel may sum in another order than the single model's kernel).
 
 The FFN's gradient is written out by hand, with activations laid out (K, features, batch): at
 a few thousand parameters per member, autograd's per-op bookkeeping costs more than the
-arithmetic, and for a 3-wide output layer the batched matmuls run faster in this layout
-(measured in benchmarks/population.py).
+arithmetic, and with a 3-wide output layer the batched matmuls run faster in this layout
+(100 members, one thread: 0.63 ms a step against 0.74 ms batch-first).
 """
 
 from __future__ import annotations
