@@ -19,7 +19,7 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
     lines = [f"sweep {spec.name}: {len(finals)} configuration(s) finished, {len(ok)} ok, {len(failed)} failed"]
     if len(ok):
         lines.append("best setting per pruner (mean over seeds of the final fine-tuned test accuracy):")
-        lines.append(f"  {'pruner':<22}{'setting':<34}{'accuracy':>16}{'removed':>20}{'seeds':>7}")
+        lines.append(f"  {'pruner':<24}{'setting':<34}{'accuracy':>16}{'removed':>20}{'seeds':>7}")
         for pruner, rows in ok.groupby("pruner", sort=True):
             groups = rows.groupby([c for c in SETTING_COLUMNS if c != "pruner"], dropna=False)
             stats = groups["acc_finetuned"].agg(["mean", "std", "count"])
@@ -31,7 +31,7 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
             removed = best[removed_col].mean()
             label = pruner if pruner != "random" else f"random~{row['match']}"
             lines.append(
-                f"  {label:<22}{_setting(row):<34}{_pct(best['acc_finetuned'].mean(), best['acc_finetuned'].std()):>16}"
+                f"  {label:<24}{_setting(row):<34}{_pct(best['acc_finetuned'].mean(), best['acc_finetuned'].std()):>16}"
                 f"{removed_col.split('_')[0] + ' ' + ('-' if pd.isna(removed) else f'{100 * removed:.1f}%'):>20}"
                 f"{len(best):>7}")
     for _, row in failed.head(5).iterrows():
