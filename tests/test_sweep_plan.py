@@ -12,13 +12,14 @@ SPEC = {
 
 def test_auto_packs_hold_one_population_each_and_fill_every_slot():
     spec = parse_spec(SPEC)  # 2 populations (21 and 40 attributes) of 12 configurations
-    packs = grid_packs(spec, parallel=2)
+    assert sorted(len(p.members) for p in grid_packs(spec, parallel=2)) == [12, 12]  # a slot each
+    packs = grid_packs(spec, parallel=4)
     assert sorted(len(p.members) for p in packs) == [6, 6, 6, 6]
     assert sum(len(p.members) for p in packs) == len(spec.grid) == 24
     for pack in packs:
         assert len({population_key(cfg) for cfg in pack.members}) == 1
     # Ordered by pretraining key: the two packs of a population pretrain different models.
-    forty = [p for p in packs if p.members[0].attributes == 40]
+    forty = [p for p in packs if p.members[0].attributes == 40]  # 2 packs of 6 over 3 seeds
     keys = [{cfg.pretrain_key() for cfg in p.members} for p in forty]
     assert len(keys[0] | keys[1]) == 3 and len(keys[0] & keys[1]) <= 1
     assert len({p.label for p in packs}) == len(packs)
@@ -43,7 +44,7 @@ def test_the_dry_run_lists_every_trial_and_the_resource_plan():
     text = plan_text(spec, cpus=8)
     for cfg in spec.grid:
         assert describe(cfg) in text
-    assert "24 trial configuration(s) in 8 Tune trial(s) (pack_size auto)" in text  # 2 populations × 4 slots
+    assert "24 trial configuration(s) in 4 Tune trial(s) (pack_size auto)" in text  # 4 slots
     assert "2 CPU per Tune trial; 4 at once on 8 CPU(s)" in text
 
 

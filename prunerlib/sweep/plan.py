@@ -5,9 +5,10 @@ A Tune trial carries a *pack*: configurations that the population engine
 one population (same data, architecture and stage shape); within it they are ordered by
 pretraining key, so the packs running side by side pretrain different models at once.
 
-`pack_size: auto` spreads each population over the parallel Tune slots (CPUs / `cpu` per
-trial, capped by `max_concurrent`), so every slot stays busy, with at most as many members
-as `population.pack_size_for` lets share one step. A search asks its study for a batch of
+`pack_size: auto` gives each population its share of the parallel Tune slots (CPUs / `cpu`
+per trial, capped by `max_concurrent`) — so every slot stays busy with one large pack rather
+than several small ones in turn — with at most as many members as `population.pack_size_for`
+lets share one step. A search asks its study for a batch of
 points per Tune trial: a quarter of the points per slot at most, so the sampler still sees
 several rounds of results.
 """
@@ -44,9 +45,15 @@ def grid_packs(spec: SweepSpec, parallel: int = 1) -> list[Pack]:
     for cfg in spec.grid:
         populations.setdefault(population_key(cfg), []).append(cfg)
     packs: list[Pack] = []
+    total = len(spec.grid)
     for members in populations.values():
         members.sort(key=lambda cfg: cfg.pretrain_key())
-        size = spec.pack_size or min(math.ceil(len(members) / parallel), pack_size_for(members[0], "cpu"))
+        # Auto: each population gets its share of the slots (at least one pack), and no pack
+        # outgrows what fits one step; the packs of a population are of even size.
+        share = max(1, round(parallel * len(members) / total), math.ceil(len(members) / pack_size_for(members[0], "cpu")))
+        if share > parallel:  # whole rounds: every slot busy until the last round ends
+            share = math.ceil(share / parallel) * parallel
+        size = spec.pack_size or math.ceil(len(members) / share)
         for start in range(0, len(members), size):
             chunk = tuple(members[start: start + size])
             name = _short(chunk[0]) if len(chunk) == 1 else f"{len(chunk)} configs"
