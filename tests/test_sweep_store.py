@@ -49,3 +49,12 @@ def test_an_existing_sweep_needs_resume_and_the_same_spec(tmp_path):
     changed = {**SPEC, "seeds": [0, 1]}
     with pytest.raises(SpecError, match="the spec changed"):
         SweepFolder(tmp_path, "s").begin(parse_spec(changed), resume=True)
+
+
+def test_the_pack_plan_is_kept_for_a_resumed_sweep(tmp_path):
+    folder = SweepFolder(tmp_path, "s")
+    folder.begin(parse_spec(SPEC), resume=False)
+    assert folder.packs() is None
+    plan = {"p000 2 configs": ({"seed": 0}, {"seed": 1}), "p001 none s2": ({"seed": 2},)}
+    folder.save_packs(plan)
+    assert SweepFolder(tmp_path, "s").packs() == plan

@@ -92,7 +92,6 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     """Run (or resume) the sweep; print where the results are and a summary. Exit code:
     0 when every configuration has rows (failed trials included), 1 when some have none."""
     import ray
-    from ray import tune
 
     folder = SweepFolder(storage, spec.name)
     if address is None and spec.gpu > 0:
@@ -144,10 +143,16 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202 
 
     resources = ray.cluster_resources()
     parallel = slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-    packs = grid_packs(spec, parallel) if spec.grid else []
+    # A resumed sweep keeps the packs it started with, whatever the cluster now offers:
+    # Tune restores trials by pack label.
+    packs = folder.packs() if resume else None
+    if packs is None:
+        packs = {p.label: tuple(cfg.to_dict() for cfg in p.members) for p in grid_packs(spec, parallel)} \
+            if spec.grid else {}
+        folder.save_packs(packs)
     ctx = SweepContext(
         name=spec.name, storage=str(folder.root.parent), fixed=spec.fixed, seeds=spec.seeds,
-        packs={p.label: tuple(cfg.to_dict() for cfg in p.members) for p in packs},
+        packs=packs,
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)),
     )
@@ -164,7 +169,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202 
                                       reuse_actors=True)
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
-    return tune.Tuner(trainable, param_space={"pack": tune.grid_search([p.label for p in packs])},
+    return tune.Tuner(trainable, param_space={"pack": tune.grid_search(list(packs))},
                       tune_config=tune_config, run_config=run_config)
 
 

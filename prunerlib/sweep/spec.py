@@ -7,7 +7,7 @@
       - {pruner: distinctiveness, attributes: [21, 40], angle_cutoff: [10, 15, 20]}
       - {pruner: threshold, attributes: [21, 40], threshold_factor: [0.5, 1.0]}
       - {pruner: none, attributes: [21, 40]}
-    search:                               # instead of (or besides) a grid: an Optuna study
+    search:                               # instead of a grid: an Optuna study
       sampler: nsga2                      # tpe | nsga2 | random | grid
       num_samples: 40
       objectives: {acc_finetuned: max, weights_removed_frac: max}
@@ -130,7 +130,9 @@ def parse_spec(raw: Any) -> SweepSpec:
     fixed = _absolute_data(fixed)
     seeds = _seeds(raw.get("seeds", [0]))
     if "grid" not in raw and "search" not in raw:
-        raise SpecError("grid: a spec needs a grid, a search, or both")
+        raise SpecError("grid: a spec needs a grid or a search")
+    if "grid" in raw and "search" in raw:
+        raise SpecError("search: a spec runs a grid or a search, not both; put the search in a spec of its own")
     grid = _grid(raw.get("grid", []), fixed, seeds) if "grid" in raw else ()
     search = _search(raw["search"], fixed, seeds) if "search" in raw else None
     resources = _mapping(raw.get("resources", {}), "resources")

@@ -2,6 +2,7 @@
 the Optuna journal, Tune's own state, and the consolidated results.
 
     <storage>/<name>/spec.yaml         the spec as run (a resumed sweep must match it)
+    <storage>/<name>/packs.json        the grid's packs: which configurations each Tune trial runs
     <storage>/<name>/trials/<id>.parquet   one file per finished trial configuration
     <storage>/<name>/pretrained/       one model per pretraining key, shared by all trials
     <storage>/<name>/optuna.journal    the Optuna study (search sweeps)
@@ -14,6 +15,7 @@ finished trial or does not exist: that is what makes resuming lose and duplicate
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +39,7 @@ class SweepFolder:
         self.journal = self.root / "optuna.journal"
         self.tune = self.root / "tune"
         self.results = self.root / "results.parquet"
+        self.plan = self.root / "packs.json"
 
     def begin(self, spec: SweepSpec, resume: bool) -> None:
         """Create the folder for a new sweep, or check that a resumed one runs the same spec."""
@@ -50,6 +53,15 @@ class SweepFolder:
             return
         self.trials.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.spec_file, lambda tmp: Path(tmp).write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
+
+    def save_packs(self, packs: dict[str, tuple[dict[str, Any], ...]]) -> None:
+        _atomic_write(self.plan, lambda tmp: Path(tmp).write_text(json.dumps(packs)))
+
+    def packs(self) -> dict[str, tuple[dict[str, Any], ...]] | None:
+        """The packs the sweep started with, or None before it started."""
+        if not self.plan.exists():
+            return None
+        return {label: tuple(members) for label, members in json.loads(self.plan.read_text()).items()}
 
     def rows(self, trial_id: str) -> list[dict[str, Any]] | None:
         """The finished trial's rows, or None when it has not finished."""
