@@ -53,14 +53,12 @@ def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_
     assert "4 configuration(s)" not in result.stdout and "10 configuration(s) finished, 8 ok, 2 failed" in result.stdout
 
 
-def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_path):
-    spec = {"name": "kill", "fixed": {**TINY, "epochs_finetune": 6}, "seeds": [0, 1, 2],
-            "grid": [{"pruner": "threshold", "threshold_factor": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]}],
-            "max_concurrent": 1, "pack_size": 3}
-    trials = tmp_path / "runs" / "kill" / "trials"
+def kill_after(spec: dict, tmp_path: Path, files: int) -> dict[str, int]:
+    """Start the sweep, SIGKILL its driver once `files` trials have rows; the rows kept then."""
+    trials = tmp_path / "runs" / spec["name"] / "trials"
     driver = sweep(spec, tmp_path, wait=False)
     deadline = time.monotonic() + 300
-    while len(list(trials.glob("*.parquet"))) < 4:
+    while len(list(trials.glob("*.parquet"))) < files:
         assert driver.poll() is None, driver.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "the sweep made no progress"
         time.sleep(0.2)
@@ -71,7 +69,14 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_
         os.killpg(driver.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    before = {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet")}
+    return {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet")}
+
+
+def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_path):
+    spec = {"name": "kill", "fixed": {**TINY, "epochs_finetune": 6}, "seeds": [0, 1, 2],
+            "grid": [{"pruner": "threshold", "threshold_factor": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]}],
+            "max_concurrent": 1, "pack_size": 3}
+    before = kill_after(spec, tmp_path, files=4)
     assert 4 <= len(before) < 18
 
     again = sweep(spec, tmp_path)
@@ -80,13 +85,39 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "runs" / "kill" / "results.parquet")
     assert len(df) == 18 and df["trial_id"].is_unique and (df["status"] == "ok").all()
+    trials = tmp_path / "runs" / "kill" / "trials"
     assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet") if p.name in before} == before
+
+
+def test_a_killed_search_resumes_its_study_without_repeating_or_losing_a_point(tmp_path):
+    import optuna
+
+    spec = {"name": "searchkill", "fixed": {**TINY, "epochs_finetune": 6, "pruner": "threshold"}, "seeds": [0, 1],
+            "search": {"sampler": "nsga2", "num_samples": 12, "seed": 0,
+                       "objectives": {"acc_finetuned": "max", "weights_removed_frac": "max"},
+                       "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}},
+            "max_concurrent": 1, "pack_size": 2}
+    before = kill_after(spec, tmp_path, files=6)
+    resumed = sweep(spec, tmp_path, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    study = load_study(tmp_path / "runs" / "searchkill")
+    points = [t.params["threshold_factor"] for t in study.trials]
+    assert len(study.trials) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len(set(points)) == 12  # a restarted sampler does not ask its old points again
+    df = pd.read_parquet(tmp_path / "runs" / "searchkill" / "results.parquet")
+    assert len(df) == 24 and df["trial_id"].is_unique and set(before) <= {f"{t}.parquet" for t in df["trial_id"]}
+
+
+def load_study(folder: Path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=folder.name, storage=JournalStorage(JournalFileBackend(str(folder / "optuna.journal"))))
 
 
 def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_results(tmp_path):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     spec = {"name": "pareto", "fixed": {**TINY, "pruner": "threshold"}, "seeds": [0],
             "search": {"sampler": "nsga2", "num_samples": 8, "seed": 1,
@@ -95,7 +126,7 @@ def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_re
     result = sweep(spec, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     folder = tmp_path / "runs" / "pareto"
-    study = optuna.load_study(study_name="pareto", storage=JournalStorage(JournalFileBackend(str(folder / "optuna.journal"))))
+    study = load_study(folder)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 8
     df = pd.read_parquet(folder / "results.parquet")

@@ -37,20 +37,25 @@ def distributions(search: Search) -> dict[str, optuna.distributions.BaseDistribu
     return space
 
 
-def make_sampler(search: Search) -> optuna.samplers.BaseSampler:
+def make_sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
     if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in search.space.items()}, seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed)
+        return optuna.samplers.GridSampler({k: list(v) for k, v in search.space.items()}, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def open_study(search: Search, name: str, journal: str) -> optuna.Study:
     directions = ["maximize" if mode == "max" else "minimize" for _, mode in search.objectives]
-    return optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(journal)),
-                               sampler=make_sampler(search), directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(journal)),
+                                directions=directions, load_if_exists=True)
+    # A seeded sampler restarts its random stream with every process: offset the seed by the
+    # trials the study already holds, so a resumed sweep continues instead of re-asking the
+    # points it asked before, and a fresh one stays reproducible.
+    study.sampler = make_sampler(search, search.seed + len(study.trials))
+    return study
 
 
 class BatchedOptunaSearch(Searcher):
@@ -60,7 +65,6 @@ class BatchedOptunaSearch(Searcher):
         metrics = [m for m, _ in search.objectives]
         super().__init__(metric=metrics, mode=[d for _, d in search.objectives])
         self.search, self.name, self.journal, self.batch = search, name, journal, batch
-        self.asked = 0
         self.live: dict[str, list[int]] = {}  # Tune trial id -> Optuna trial numbers
         self._study: optuna.Study | None = None
 
@@ -71,14 +75,21 @@ class BatchedOptunaSearch(Searcher):
         return self._study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        left = self.search.num_samples - self.asked
-        if left <= 0:
-            return Searcher.FINISHED
+        # The journal, not this object, is the record of what was asked: after the driver died,
+        # Tune's saved copy of the searcher may be older than the study. A point asked but held
+        # by no Tune trial is handed out again before anything new is asked.
+        trials = self.study.get_trials(deepcopy=False)
+        held = {number for numbers in self.live.values() for number in numbers}
+        orphans = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.number not in held]
+        points = [(t.number, t.params) for t in orphans[: self.batch]]
         space = distributions(self.search)
-        trials = [self.study.ask(space) for _ in range(min(self.batch, left))]
-        self.asked += len(trials)
-        self.live[trial_id] = [t.number for t in trials]
-        return {POINTS: [t.params for t in trials]}
+        for _ in range(min(self.batch - len(points), self.search.num_samples - len(trials))):
+            trial = self.study.ask(space)
+            points.append((trial.number, trial.params))
+        if not points:
+            return Searcher.FINISHED
+        self.live[trial_id] = [number for number, _ in points]
+        return {POINTS: [params for _, params in points]}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         numbers = self.live.pop(trial_id, [])
@@ -98,9 +109,8 @@ class BatchedOptunaSearch(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"asked": self.asked, "live": self.live}, handle)
+            pickle.dump({"live": self.live}, handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
-        self.asked, self.live = state["asked"], state["live"]
+            self.live = pickle.load(handle)["live"]

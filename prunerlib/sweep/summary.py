@@ -47,7 +47,8 @@ def _setting(row: pd.Series) -> str:
                           ("filters_pruned", "filters")):
         if not pd.isna(row[column]):
             value = row[column]
-            parts.append(f"{short}={int(value) if column == 'attributes' else value}")
+            shown = int(value) if column == "attributes" else f"{value:.4g}" if isinstance(value, float) else value
+            parts.append(f"{short}={shown}")
     return " ".join(parts) or "-"
 
 
