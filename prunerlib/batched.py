@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunerlib import ffn_kernel
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.masks import Masks
@@ -48,6 +49,7 @@ class Population:
             raise TypeError(f"no batched forward for {type(template).__name__}")
         self.convolutional = isinstance(template, CNN)
         self.act, self.act_backward = _ACTIVATIONS[type(template.act)]
+        self.act_name = type(template.act).__name__.lower()
         names = [name for name, _ in template.named_parameters()]
         params = [torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names]
         # 1 = kept, 0 = pruned: multiplying a gradient by it is what Masks.mask_grads does.
@@ -98,6 +100,37 @@ class Population:
             torch._foreach_mul_([g for g, _ in masked], [m for _, m in masked])
         self.optimizer.step(self.params, grads)
         return loss
+
+    def ffn_epoch(self, lib, table: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
+                  batch_size: int) -> torch.Tensor:
+        """Every step of one epoch with the C kernel (`ffn_kernel`): member k steps through
+        the batches idx[k] splits into (table from `inputs`); returns the (steps, K) losses."""
+        fc1, fc2 = self.params
+        opt = self.optimizer
+        k, h, i = fc1.shape
+        n = idx.shape[1]
+        losses = torch.empty(k, -(-n // batch_size))
+        hyper = torch.tensor(opt.hyper, dtype=torch.float32).T.contiguous()  # (3, K): lr, wd, momentum
+        idx = idx.contiguous()
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        second = opt.exp_avg_sq if opt.kind == "adam" else [None, None]
+        failed = lib.ffn_epoch(k, h, i, fc2.shape[1], ptr(fc1), ptr(fc2), ptr(opt.exp_avg[0]), ptr(opt.exp_avg[1]),
+                               ptr(second[0]), ptr(second[1]), ptr(self.keep[0]), ptr(self.keep[1]),
+                               ptr(hyper[0]), ptr(hyper[1]), ptr(hyper[2]), ffn_kernel.OPTIMIZERS[opt.kind],
+                               ffn_kernel.ACTIVATIONS[self.act_name], int(opt.steps.item()), ptr(table),
+                               ptr(labels), n, ptr(idx), batch_size, ptr(losses))
+        if failed:
+            raise MemoryError("FFN kernel: out of memory for its scratch buffers")
+        opt.steps += losses.shape[1]
+        return losses.T
+
+    def kernel_ready(self, table: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Whether `ffn_epoch` can train this population on these tensors."""
+        tensors = [*self.params, *self.optimizer.exp_avg, *self.optimizer.exp_avg_sq, table,
+                   *(m for m in self.keep if m is not None)]
+        return (not self.convolutional and self.act_name in ffn_kernel.ACTIVATIONS
+                and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+                and labels.device.type == "cpu" and labels.dtype == torch.int64 and labels.is_contiguous())
 
     def _ffn_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fc1, fc2 = self.params
@@ -249,20 +282,25 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     # Members with one seed draw one sequence: draw it once for all of them.
     orders = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     failures: dict[int, tuple[int, float]] = {}
+    # FFN populations on CPU: every epoch as one C call (see ffn_kernel), if it compiled here.
+    lib = ffn_kernel.load() if not data.flip and pop.kernel_ready(table, data.train_y) else None
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress or None)
     for epoch in bar:
         drawn = {seed: epoch_order(n, batch_size, order, data.flip) for seed, order in orders.items()}
         idx = torch.stack([drawn[seeds[k]][0] for k in alive]).to(device)
         flips = torch.stack([drawn[seeds[k]][1] for k in alive]).to(device) if data.flip else None
-        losses = []
-        for lo in range(0, n, batch_size):
-            batch = idx[:, lo:lo + batch_size]
-            x = table.index_select(0, batch.flatten()).view(*batch.shape, *table.shape[1:])
-            y = data.train_y.index_select(0, batch.flatten()).view(batch.shape)
-            if flips is not None:
-                x = torch.where(flips[:, lo:lo + batch_size, None, None, None], x.flip(-1), x)
-            losses.append(pop.step(x, y))
-        losses_t = torch.stack(losses)
+        if lib is not None:
+            losses_t = pop.ffn_epoch(lib, table, data.train_y, idx, batch_size)
+        else:
+            losses = []
+            for lo in range(0, n, batch_size):
+                batch = idx[:, lo:lo + batch_size]
+                x = table.index_select(0, batch.flatten()).view(*batch.shape, *table.shape[1:])
+                y = data.train_y.index_select(0, batch.flatten()).view(batch.shape)
+                if flips is not None:
+                    x = torch.where(flips[:, lo:lo + batch_size, None, None, None], x.flip(-1), x)
+                losses.append(pop.step(x, y))
+            losses_t = torch.stack(losses)
         bad = ~torch.isfinite(losses_t).all(0)
         if bad.any():
             for pos in bad.nonzero().flatten().tolist():

@@ -4,11 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunerlib import pipeline, population, pretrained
+from prunerlib import batched, ffn_kernel, pipeline, population, pretrained
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
+from prunerlib.errors import TrainingDiverged
 from prunerlib.masks import Masks
+from prunerlib.models import FFN
 from prunerlib.pipeline import TrialState, Workdirs, run_trial
 from prunerlib.population import member_bytes, pack_size_for, run_pack
 from prunerlib.training import train
@@ -161,18 +163,39 @@ def test_a_cnn_pack_gives_every_member_its_single_run(tmp_path, monkeypatch):
         _assert_rows_match(a, b, n_test=len(data.test_y))
 
 
+# The FFN trains with the compiled epoch kernel where a C compiler is available, else with the
+# batched torch step: both must follow the single runs.
+_STEPS = ["kernel", "torch"]
+
+
+@pytest.fixture(params=_STEPS)
+def ffn_step(request, monkeypatch):
+    if request.param == "kernel" and ffn_kernel.load() is None:
+        pytest.skip("no C compiler for the FFN kernel")
+    if request.param == "torch":
+        monkeypatch.setattr(batched.ffn_kernel, "load", lambda: None)
+    return request.param
+
+
+def _ffn(activation: str, seed: int = 0) -> FFN:
+    torch.manual_seed(seed)
+    return FFN(8, 6, 3, activation=activation)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_population_training_follows_each_members_single_trajectory(optimizer):
+def test_population_training_follows_each_members_single_trajectory(optimizer, activation, ffn_step):
     data = random_data(n=200, features=8)
     cfgs = [TrialConfig.from_dict({"optimizer": optimizer, "lr": lr, "weight_decay": wd, "momentum": m})
             for lr, wd, m in ((1e-2, 0.0, 0.9), (3e-3, 1e-2, 0.5), (1e-2, 0.0, 0.0))]
-    models = [small_ffn(seed=k) for k in range(3)]
+    models = [_ffn(activation, seed=k) for k in range(3)]
     masks = [Masks(m) for m in models]
     masks[1].prune("fc1.weight", models[1].fc1.weight.abs() < 0.2)
     masks[2].prune("fc1.bias", torch.arange(6) < 2)
+    masks[2].prune("fc2.weight", models[2].fc2.weight.abs() < 0.1)
     for model, mask in zip(models, masks):
         mask.apply(model)
-    alone = [small_ffn() for _ in models]
+    alone = [_ffn(activation) for _ in models]
     for model, copy, mask, cfg, seed in zip(models, alone, masks, cfgs, (5, 6, 5)):
         copy.load_state_dict(model.state_dict())
         train(copy, data, cfg, epochs=3, seed=seed, masks=mask, progress=False)
@@ -183,6 +206,25 @@ def test_population_training_follows_each_members_single_trajectory(optimizer):
         for (name, p), q in zip(model.named_parameters(), copy.parameters()):
             torch.testing.assert_close(p, q, atol=WEIGHT_ATOL, rtol=0)
             assert not p[~mask[name]].any(), f"{name}: a pruned weight moved"
+    for moments in (pop.optimizer.exp_avg, pop.optimizer.exp_avg_sq):
+        for stacked, keep in zip(moments, pop.keep):
+            if keep is not None:
+                assert not stacked[keep == 0].any(), "optimiser state of a pruned weight moved"
+
+
+def test_a_member_diverging_mid_epoch_fails_with_its_first_bad_loss(ffn_step):
+    data = random_data(n=200, features=8)
+    cfgs = [TrialConfig.from_dict({"optimizer": "sgd", "lr": lr}) for lr in (1e-2, 1e38, 1e-2)]
+    models = [small_ffn(seed=k) for k in range(3)]
+    alone = small_ffn()
+    alone.load_state_dict(models[1].state_dict())
+    with pytest.raises(TrainingDiverged) as raised:
+        train(alone, data, cfgs[1], epochs=2, seed=1, progress=False)
+    pop = Population(models, [None] * 3, cfgs)
+    failures = train_population(pop, data, [0, 1, 2], epochs=2, batch_size=32).failures
+    assert list(failures) == [1] and pop.size == 2
+    epoch, loss = failures[1]
+    assert f"loss became {loss} in epoch {epoch}" in str(raised.value)
 
 
 def test_population_training_of_cnns_flips_each_members_own_images():
@@ -212,3 +254,24 @@ def test_pack_size_follows_the_memory_budget():
     assert 1 <= pack_size_for(cfg, "cpu") <= population._CPU_CAP
     cnn = _cnn_config(conv_channels=[16, 32], hidden=128, batch_size=32)
     assert member_bytes(cnn) > 10 * member_bytes(cfg)  # conv activations dominate
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_non_finite_weights_diverge_as_in_the_torch_step(activation, monkeypatch):
+    """Edge cases of the kernel's arithmetic (clamped exp, padding of a short last batch, weight
+    decay 0 times an infinite weight) must flag exactly the members torch flags."""
+    if ffn_kernel.load() is None:
+        pytest.skip("no C compiler for the FFN kernel")
+    data = random_data(n=70, features=8)
+
+    def failures():
+        models = [_ffn(activation, seed=0) for _ in range(4)]
+        with torch.no_grad():
+            for model, bad in zip(models[1:], (float("nan"), float("inf"), -float("inf"))):
+                model.fc1.weight[0, 0] = bad
+        pop = Population(models, [None] * 4, [TrialConfig.from_dict({})] * 4)
+        return train_population(pop, data, [0, 1, 2, 3], epochs=2, batch_size=32).failures
+
+    kernel = failures()
+    monkeypatch.setattr(batched.ffn_kernel, "load", lambda: None)
+    assert {k: v[0] for k, v in kernel.items()} == {k: v[0] for k, v in failures().items()}
