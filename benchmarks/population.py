@@ -6,6 +6,7 @@ beforehand so no arm pays for pretraining:
 
   sequential   run_trial, one configuration after another
   pack         run_pack over the whole grid (one population per attribute count)
+  pack-torch   the same with the batched torch step instead of the compiled FFN kernel
 
 and prints both wall times, the ms per model-epoch of the pack's fine-tuning next to the
 FLOP-limited time (6 × training examples × parameters per model-epoch at the GFLOP/s a large
@@ -21,6 +22,7 @@ An arm is a function (cfgs, dirs) -> (wall_s, rows); add one to ARMS to compare 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +33,7 @@ from typing import Any
 
 import torch
 
+from prunerlib import batched, ffn_kernel
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
@@ -73,7 +76,33 @@ def pack(cfgs: Sequence[TrialConfig], dirs: Workdirs) -> tuple[float, list[Rows]
     return time.perf_counter() - start, rows
 
 
-ARMS: dict[str, Arm] = {"sequential": sequential, "pack": pack}
+def pack_torch(cfgs: Sequence[TrialConfig], dirs: Workdirs) -> tuple[float, list[Rows]]:
+    load = batched.ffn_kernel.load
+    batched.ffn_kernel.load = lambda: None
+    try:
+        return pack(cfgs, dirs)
+    finally:
+        batched.ffn_kernel.load = load
+
+
+ARMS: dict[str, Arm] = {"sequential": sequential, "pack": pack, "pack-torch": pack_torch}
+
+
+def kernel_build_s() -> float | None:
+    """Seconds to compile the FFN kernel from scratch (into a throw-away cache), None without one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.environ.get("PRUNERLIB_KERNEL_CACHE")
+        os.environ["PRUNERLIB_KERNEL_CACHE"] = tmp
+        ffn_kernel.load.cache_clear()
+        start = time.perf_counter()
+        try:
+            return time.perf_counter() - start if ffn_kernel.load() is not None else None
+        finally:
+            if saved is None:
+                del os.environ["PRUNERLIB_KERNEL_CACHE"]
+            else:
+                os.environ["PRUNERLIB_KERNEL_CACHE"] = saved
+            ffn_kernel.load.cache_clear()
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -129,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfgs = waveform_grid(args.seeds)
+    build_s = kernel_build_s()
+    print("FFN kernel: " + (f"compiled in {build_s:.1f} s (once per machine; cached)" if build_s is not None
+                            else "unavailable, pack uses the torch step"), file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = Workdirs(Path(tmp) / "pretrained")
         start = time.perf_counter()

@@ -11,6 +11,12 @@ The FFN's gradient is written out by hand, with activations laid out (K, feature
 a few thousand parameters per member, autograd's per-op bookkeeping costs more than the
 arithmetic, and with a 3-wide output layer the batched matmuls run faster in this layout
 (100 members, one thread: 0.63 ms a step against 0.74 ms batch-first).
+
+On CPU, `train_population` trains FFN populations with `ffn_kernel` instead when it compiled:
+one C call per epoch that runs all of one member's steps before the next member's, so a
+member's state stays in cache and no step pays op dispatch (100 members, one thread:
+~0.8 ms per model-epoch, 3.4x the FLOP limit, against ~1.5 ms with this batched step, which
+stays the fallback and the path for CNNs and GPUs).
 """
 
 from __future__ import annotations
