@@ -134,9 +134,14 @@ class Population:
         """Whether `ffn_epoch` can train this population on these tensors."""
         tensors = [*self.params, *self.optimizer.exp_avg, *self.optimizer.exp_avg_sq, table,
                    *(m for m in self.keep if m is not None)]
-        return (not self.convolutional and self.act_name in ffn_kernel.ACTIVATIONS
-                and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
-                and labels.device.type == "cpu" and labels.dtype == torch.int64 and labels.is_contiguous())
+        if self.convolutional or self.act_name not in ffn_kernel.ACTIVATIONS:
+            return False
+        if not (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+                and labels.device.type == "cpu" and labels.dtype == torch.int64 and labels.is_contiguous()):
+            return False
+        # The C code indexes with these unchecked: out-of-range values must never reach it.
+        return (table.shape == (len(labels), self.params[0].shape[2]) and len(labels) > 0
+                and 0 <= int(labels.min()) and int(labels.max()) < self.params[1].shape[1])
 
     def _ffn_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fc1, fc2 = self.params
