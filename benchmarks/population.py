@@ -91,17 +91,17 @@ ARMS: dict[str, Arm] = {"sequential": sequential, "pack": pack, "pack-torch": pa
 def kernel_build_s() -> float | None:
     """Seconds to compile the FFN kernel from scratch (into a throw-away cache), None without one."""
     with tempfile.TemporaryDirectory() as tmp:
-        saved = os.environ.get("PRUNERLIB_KERNEL_CACHE")
-        os.environ["PRUNERLIB_KERNEL_CACHE"] = tmp
+        saved = os.environ.get("PRUNERLIB_CACHE")
+        os.environ["PRUNERLIB_CACHE"] = tmp
         ffn_kernel.load.cache_clear()
         start = time.perf_counter()
         try:
             return time.perf_counter() - start if ffn_kernel.load() is not None else None
         finally:
             if saved is None:
-                del os.environ["PRUNERLIB_KERNEL_CACHE"]
+                del os.environ["PRUNERLIB_CACHE"]
             else:
-                os.environ["PRUNERLIB_KERNEL_CACHE"] = saved
+                os.environ["PRUNERLIB_CACHE"] = saved
             ffn_kernel.load.cache_clear()
 
 

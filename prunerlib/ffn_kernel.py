@@ -337,8 +337,7 @@ def load() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), version, _cpu_id()]).encode()).hexdigest()[:16]
-        cache = Path(os.environ.get("PRUNERLIB_KERNEL_CACHE")
-                     or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunerlib")
+        cache = Path(os.environ.get("PRUNERLIB_CACHE", Path.home() / ".cache" / "prunerlib"))  # as images.py
         library = cache / f"ffn_kernel_{key}.so"
         if not library.exists():
             cache.mkdir(parents=True, exist_ok=True)
