@@ -91,6 +91,8 @@ MALFORMED = [
     (with_(grid=DELETE, search={**SEARCH, "sampler": "bayes"}), "search.sampler: must be one of"),
     (with_(grid=DELETE, search={**SEARCH, "objectives": {"accuracy": "max"}}), "search.objectives.accuracy: not an objective"),
     (with_(grid=DELETE, search={**SEARCH, "objectives": {"acc_finetuned": "up"}}), "search.objectives.acc_finetuned: must be max or min"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"filters_removed_frac": "max"}}),
+     "search.objectives.filters_removed_frac: the Waveform FFN has no conv filters"),
     (with_(grid=DELETE, search={**SEARCH, "space": {"angle_cutoff": {"low": 5, "high": 95}}}),
      "search.space.angle_cutoff: must be in (0, 90)"),
     (with_(grid=DELETE, search={**SEARCH, "space": {"threshold_factor": {"low": 2, "high": 1}}}),

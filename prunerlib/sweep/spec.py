@@ -216,6 +216,9 @@ def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
             raise SpecError(f"search.objectives.{metric}: not an objective (one of {', '.join(OBJECTIVE_METRICS)})")
         if mode not in ("max", "min"):
             raise SpecError(f"search.objectives.{metric}: must be max or min, got {mode!r}")
+        if metric == "filters_removed_frac" and fixed.get("dataset", "waveform") == "waveform":
+            raise SpecError(f"search.objectives.{metric}: the Waveform FFN has no conv filters; this objective "
+                            f"needs dataset catsdogs")
         objectives.append((metric, mode))
     space_raw = _mapping(raw.get("space"), "search.space")
     if not space_raw:
