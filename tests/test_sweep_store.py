@@ -24,7 +24,7 @@ def test_rows_are_kept_per_trial_and_consolidated_once_each(tmp_path):
         folder.write_rows(f"t{seed}", rows_for(seed, cycles=2))
     folder.write_rows("t1", rows_for(1, cycles=2))  # a trial written again replaces, never adds
     assert folder.rows("t9") is None and len(folder.rows("t0")) == 2
-    assert folder.finished() == {"t0", "t1", "t2"}
+    assert {p.stem for p in folder.trials.glob("*.parquet")} == {"t0", "t1", "t2"}
     frame = folder.consolidate()
     on_disk = pd.read_parquet(folder.results)
     assert len(on_disk) == 6 and list(on_disk.columns) == list(COLUMNS)

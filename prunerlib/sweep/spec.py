@@ -91,10 +91,6 @@ class SweepSpec:
     pack_size: int | None  # None = auto
     raw: dict[str, Any] = field(repr=False)  # the spec as written, for the sweep folder
 
-    def search_members(self, sampled: dict[str, Any]) -> list[TrialConfig]:
-        """The configurations one search point stands for: the point at every seed."""
-        return [TrialConfig.from_dict({**self.fixed, **sampled, "seed": s}) for s in self.seeds]
-
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
     """Read and validate a spec file; `overrides` replace or add `fixed` settings."""

@@ -74,9 +74,6 @@ class SweepFolder:
         _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return path
 
-    def finished(self) -> set[str]:
-        return {p.stem for p in self.trials.glob("*.parquet")}
-
     def consolidate(self) -> pd.DataFrame:
         """Every finished trial's rows in one file, each (trial, cycle) once, in a stable order."""
         files = sorted(self.trials.glob("*.parquet"))
