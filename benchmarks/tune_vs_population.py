@@ -45,7 +45,8 @@ def run_arm(spec: SweepSpec, storage: Path, packs: list[Pack], store: Path, defa
     folder.begin(spec, resume=False)
     shutil.copytree(store, folder.pretrained)
     ctx = SweepContext(name=spec.name, storage=str(storage), fixed=spec.fixed, seeds=spec.seeds,
-                       packs={p.label: tuple(c.to_dict() for c in p.members) for p in packs}, objectives=(), threads=1)
+                       packs={p.label: tuple(c.to_dict() for c in p.members) for p in packs}, objectives=(), threads=1,
+                       gpu_share=1.0)
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": 1})
     tune_config = tune.TuneConfig() if defaults else tune.TuneConfig(reuse_actors=True)
     tuner = tune.Tuner(trainable, param_space={"pack": tune.grid_search([p.label for p in packs])},

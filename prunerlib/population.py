@@ -56,7 +56,8 @@ def population_key(cfg: TrialConfig) -> tuple[Any, ...]:
 
 
 def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
-             trial_ids: Sequence[str] | None = None, progress: bool = False) -> list[Rows]:
+             trial_ids: Sequence[str] | None = None, progress: bool = False,
+             gpu_share: float = 1.0) -> list[Rows]:
     """Rows for each member, in order — for each member exactly what
     run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed-row
     behaviour). Members sharing a `population_key` are fine-tuned together, in populations of
@@ -74,7 +75,7 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
         groups.setdefault(population_key(cfg), []).append(pos)
     results: list[Rows] = [[] for _ in cfgs]
     for group in groups.values():
-        size = pack_size_for(cfgs[group[0]], resolve_device(cfgs[group[0]].device))
+        size = pack_size_for(cfgs[group[0]], resolve_device(cfgs[group[0]].device), gpu_share=gpu_share)
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             if len(members) == 1:
                 (pos,) = members
@@ -169,17 +170,19 @@ def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:
         threshold_params(template, cfg.threshold_layers)
 
 
-def pack_size_for(cfg: TrialConfig, device: torch.device | str, budget_bytes: int | None = None) -> int:
+def pack_size_for(cfg: TrialConfig, device: torch.device | str, budget_bytes: int | None = None,
+                  gpu_share: float = 1.0) -> int:
     """How many members like `cfg` fit in one population on `device`: the memory budget over
     one member's parameters, gradient, mask, optimiser state and a training step's
-    activations. The budget defaults to 80% of the GPU's free memory; on CPU to _CPU_BUDGET
-    (or half the available memory, if less), and at most _CPU_CAP members."""
+    activations. The budget defaults to 80% of the GPU's free memory, and of no more than
+    `gpu_share` of its total (a trial given 0.25 GPU shares it with three others); on CPU to
+    _CPU_BUDGET (or half the available memory, if less), and at most _CPU_CAP members."""
     device = torch.device(device)
     per_member = member_bytes(cfg)
     if budget_bytes is None:
         if device.type == "cuda":
-            free, _total = torch.cuda.mem_get_info(device)
-            budget_bytes = int(0.8 * free)
+            free, total = torch.cuda.mem_get_info(device)
+            budget_bytes = int(0.8 * min(free, total * gpu_share))
         else:
             budget_bytes = min(_CPU_BUDGET, _available_memory() // 2)
     fit = max(1, budget_bytes // per_member)

@@ -92,7 +92,7 @@ def test_a_mixed_ffn_pack_gives_every_member_its_single_run(tmp_path, monkeypatc
 
 def test_a_group_larger_than_a_pack_runs_as_several(tmp_path, monkeypatch):
     sizes = []
-    monkeypatch.setattr(population, "pack_size_for", lambda cfg, device: 2)
+    monkeypatch.setattr(population, "pack_size_for", lambda cfg, device, gpu_share=1.0: 2)
     monkeypatch.setattr(population, "Population", lambda models, *a: sizes.append(len(models)) or Population(models, *a))
     cfgs = [ffn_config(pruner="threshold", threshold_factor=f) for f in (0.5, 0.75, 1.0, 1.25, 1.5)]
     single, packed = _run_both(cfgs, tmp_path)
@@ -275,3 +275,12 @@ def test_non_finite_weights_diverge_as_in_the_torch_step(activation, monkeypatch
     kernel = failures()
     monkeypatch.setattr(batched.ffn_kernel, "load", lambda: None)
     assert {k: v[0] for k, v in kernel.items()} == {k: v[0] for k, v in failures().items()}
+
+
+def test_a_fractional_gpu_trial_sizes_its_pack_from_its_share_of_the_gpu(monkeypatch):
+    cfg = ffn_config()
+    per_member = member_bytes(cfg)
+    # A 16 GB GPU, 12 GB of it free: a quarter-GPU trial budgets 80% of 4 GB, a whole one 80% of 12.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 * 2**30, 16 * 2**30))
+    assert pack_size_for(cfg, "cuda", gpu_share=0.25) == int(0.8 * 4 * 2**30) // per_member
+    assert pack_size_for(cfg, "cuda") == int(0.8 * 12 * 2**30) // per_member

@@ -40,6 +40,7 @@ class SweepContext:
     packs: dict[str, tuple[dict[str, Any], ...]]  # grid: pack label -> member settings
     objectives: tuple[str, ...]  # search: the metrics each point is told
     threads: int
+    gpu_share: float  # of one GPU's memory, for sizing populations
 
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
@@ -66,7 +67,8 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained)
         try:
-            results = run_pack([cfg for cfg, _ in todo], dirs, sweep=ctx.name, trial_ids=[tid for _, tid in todo])
+            results = run_pack([cfg for cfg, _ in todo], dirs, sweep=ctx.name, trial_ids=[tid for _, tid in todo],
+                               gpu_share=ctx.gpu_share)
         except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
             results = [failed_rows(identity_columns(cfg, ctx.name, tid), exc) for cfg, tid in todo]
         for (_, tid), member_rows in zip(todo, results):
@@ -154,7 +156,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202 
         name=spec.name, storage=str(folder.root.parent), fixed=spec.fixed, seeds=spec.seeds,
         packs=packs,
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
-        threads=max(1, int(spec.cpu)),
+        threads=max(1, int(spec.cpu)), gpu_share=min(1.0, spec.gpu) if spec.gpu else 1.0,
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
     if resume and tune.Tuner.can_restore(folder.tune):
