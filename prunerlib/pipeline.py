@@ -123,7 +123,7 @@ class TrialState:
         sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
         self.ctx = PruneContext(model, self.masks, data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
                                 torch.Generator().manual_seed(cfg.seed))
-        self.acc_pruned = float("nan")
+        self.acc_pruned = self.val_acc_pruned = float("nan")
         self.rows: list[dict[str, Any]] = []
 
     def prune(self, cycle: int) -> bool:
@@ -136,6 +136,7 @@ class TrialState:
             return False
         apply_removal(self.model, self.masks, removal)
         self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
+        self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
         return True
 
     def record(self, cycle: int, wall_finetune_s: float) -> bool:
@@ -146,7 +147,7 @@ class TrialState:
         val_acc = accuracy(model, data.val_x, data.val_y)
         self.rows.append(_pretrain_columns(self.pre) | removed_fractions(model, masks, self.scope) | {
             "cycle": cycle, "final": False, "status": "ok",
-            "acc_pruned": self.acc_pruned,
+            "acc_pruned": self.acc_pruned, "val_acc_pruned": self.val_acc_pruned,
             "acc_finetuned": accuracy(model, data.test_x, data.test_y),
             "train_acc_finetuned": accuracy(model, data.train_x, data.train_y),
             "val_acc_finetuned": val_acc,
