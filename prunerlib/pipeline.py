@@ -151,6 +151,7 @@ class TrialState:
             "acc_finetuned": accuracy(model, data.test_x, data.test_y),
             "train_acc_finetuned": accuracy(model, data.train_x, data.train_y),
             "val_acc_finetuned": val_acc,
+            "n_val": len(data.val_y), "n_test": len(data.test_y),
             "params_total": self.params_total, "params_nonzero": params_nonzero,
             "compression_ratio": self.params_total / params_nonzero if params_nonzero else float("inf"),
             "flops_dense": self.flops_dense, "flops_pruned": flops,

@@ -36,6 +36,7 @@ SCHEMA = pa.schema([
     ("acc_pretrain", _F64), ("acc_pruned", _F64), ("acc_finetuned", _F64),
     ("train_acc_pretrain", _F64), ("train_acc_finetuned", _F64),
     ("val_acc_pretrain", _F64), ("val_acc_pruned", _F64), ("val_acc_finetuned", _F64),
+    ("n_val", _I64), ("n_test", _I64),
     ("units_removed_frac", _F64), ("weights_removed_frac", _F64), ("filters_removed_frac", _F64),
     ("params_total", _I64), ("params_nonzero", _I64), ("compression_ratio", _F64),
     ("flops_dense", _I64), ("flops_pruned", _I64), ("theoretical_speedup", _F64),
