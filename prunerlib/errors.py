@@ -15,3 +15,20 @@ class DataError(PrunerlibError):
 
 class TrainingDiverged(PrunerlibError):
     """The loss became NaN or infinite; the trial is recorded as failed."""
+
+
+class EnvironmentFault(Exception):
+    """The machine, not the configuration, failed (a lost file system, a dead node, no memory).
+    Never a result row: the sweep retries the trial (Tune's `max_failures`) or redoes it."""
+
+
+def is_environment_fault(exc: BaseException) -> bool:
+    """True for faults of the environment rather than of the configuration.
+
+    OSError covers the file system and the network (disk full, a vanished NFS mount, a
+    truncated cache file read as garbage is the cache's fault too); out-of-memory is the
+    machine's size, not the setting. Checked by name for torch's OOM so this module stays
+    free of torch."""
+    if isinstance(exc, (EnvironmentFault, OSError, MemoryError)):
+        return True
+    return any(cls.__name__ in ("OutOfMemoryError", "AcceleratorError") for cls in type(exc).__mro__)
