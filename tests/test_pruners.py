@@ -6,6 +6,7 @@ import torch
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError
 from prunerlib.masks import Masks
+from prunerlib.models import FFN, UnitLayer
 from prunerlib.pruners import PRUNERS, FilterRanking, build_pruners
 from prunerlib.pruners.distinctiveness import angles, centred_activations
 from prunerlib.surgery import apply_removal
@@ -89,6 +90,48 @@ def test_constant_units_are_skipped_unless_remove_constant_folds_them():
     expected = model(x) - model.act(model.fc1(x))[:, [1, 2, 3]] @ model.fc2.weight[:, [1, 2, 3]].T
     apply_removal(model, ctx.masks, removal)
     assert (model(x) - expected.detach()).abs().max() <= 1e-5
+
+
+def _saturated_ffn(activation: str) -> torch.nn.Module:
+    """Units 0 and 1 carry signal; 2 and 3 are constant over the data, each its own way:
+    sigmoid saturated near 1 and near 0 (tiny spread), or a dead ReLU and a ReLU stuck on."""
+    torch.manual_seed(0)
+    model = FFN(4, 4, 3, activation)
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.weight[0, 0], model.fc1.weight[1, 1] = 1.0, 1.0
+        if activation == "sigmoid":  # about 1 - 6e-6 and 6e-6, moving by ~1e-7 with the inputs
+            model.fc1.weight[2, 2] = model.fc1.weight[3, 2] = 0.01
+            model.fc1.bias.copy_(torch.tensor([0.0, 0.0, 12.0, -12.0]))
+        else:  # unit 2 never fires, unit 3 always outputs 3
+            model.fc1.bias.copy_(torch.tensor([0.0, 0.0, -5.0, 3.0]))
+        model.fc2.weight.normal_()
+    return model
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
+def test_units_constant_over_the_data_are_never_paired_whatever_the_activation(activation):
+    model = _saturated_ffn("sigmoid" if activation == "tanh" else activation)
+    if activation == "tanh":  # saturated tanh units sit near +1 and -1
+        model.act = torch.nn.Tanh()
+        model.unit_layers = (UnitLayer("fc1", "act", "fc2", "tanh"),)
+    x = torch.randn(400, 4).clamp(-3, 3)
+    removal = _distinct(angle_cutoff=30.0).plan(context(model, x))
+    # Before: the two constant units looked identical (angle 0) or opposite (180 deg) and went
+    # without their output being folded anywhere.
+    assert removal.units.get("fc1", []) == [] and removal.constants == {}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_remove_constant_folds_a_constant_unit_so_the_output_does_not_change(activation):
+    model = _saturated_ffn(activation)
+    x = torch.randn(400, 4).clamp(-3, 3)
+    ctx = context(model, x)
+    removal = _distinct(remove_constant=True).plan(ctx)
+    assert removal.units == {"fc1": [2, 3]} and set(removal.constants["fc1"]) == {2, 3}
+    before = model(x).detach()
+    apply_removal(model, ctx.masks, removal)
+    assert (model(x) - before).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("stat", ["mean_abs", "std"])

@@ -10,9 +10,24 @@ from prunerlib.models import UnitLayer
 from prunerlib.pruners.base import PruneContext, capture, register
 from prunerlib.surgery import Removal, live_units
 
-# A unit whose centred activations stay this close to 0 (root-mean-square) is constant over
-# the data: its angle to anything is undefined, so it is never paired.
-CONSTANT_RMS = 1e-3
+# A unit whose raw activation varies over the patterns by less than this share of its
+# activation's output range is constant over the data (SPEC §4.1). Its angle to anything is
+# undefined: centring leaves a saturated sigmoid's vector all +-0.5 (angle 0 to every other
+# saturated unit), and min-max scaling stretches a near-dead ReLU's noise to full range. So
+# it is never paired, and folding its mean into the next bias changes the next layer's input
+# by at most this share times its outgoing weight.
+CONSTANT_SPREAD = 1e-3
+# Output ranges of the bounded activations; an unbounded one (ReLU) is measured against the
+# largest activation any unit of the layer reaches over the patterns.
+_RANGE = {"sigmoid": 1.0, "tanh": 2.0}
+
+
+def constant_units(acts: torch.Tensor, kind: str) -> torch.Tensor:
+    """(units,) bool: which columns of the raw (patterns, units) activations are constant."""
+    acts = acts.double()
+    spread = acts.max(0).values - acts.min(0).values
+    scale = _RANGE.get(kind) or float(acts.abs().max().clamp_min(1e-12))
+    return spread < CONSTANT_SPREAD * scale
 
 
 def centred_activations(acts: torch.Tensor, kind: str) -> torch.Tensor:
@@ -46,8 +61,7 @@ class Distinctiveness:
     def _plan_layer(self, ctx: PruneContext, layer: UnitLayer, removal: Removal) -> None:
         live = live_units(ctx.masks, layer)
         raw = capture(ctx.model, layer.activation, ctx.inputs).flatten(1)[:, live]
-        vectors = centred_activations(raw, layer.kind)
-        constant = vectors.pow(2).mean(0).sqrt() < CONSTANT_RMS
+        constant = constant_units(raw, layer.kind)
         removed: list[int] = []
         if self.remove_constant and constant.any():
             removal.constants[layer.incoming] = {
@@ -55,7 +69,9 @@ class Distinctiveness:
             }
             removed += [int(live[i]) for i in constant.nonzero().flatten()]
         varying = (~constant).nonzero().flatten()
-        theta = angles(vectors[:, varying])
+        # Scaled and centred without the constant units: a constant column's min-max scaling
+        # would divide by its (near-)zero spread.
+        theta = angles(centred_activations(raw[:, varying], layer.kind))
         out_w = dict(ctx.model.named_parameters())[f"{layer.outgoing}.weight"].detach().double().clone()
         i, j = torch.triu_indices(len(varying), len(varying), offset=1)
         a = theta[i, j]
