@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_type_hints
@@ -103,22 +104,19 @@ class TrialConfig:
                 if key in raw and raw[key] != value:
                     raise ConfigError(f"match.{key}: {value!r} conflicts with {key}: {raw[key]!r}")
                 raw[key] = value
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - _HINTS.keys())
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-        hints = get_type_hints(cls)
-        values = {key: _coerce(key, value, hints[key]) for key, value in raw.items()}
+            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(_HINTS))})")
+        values = {key: _coerce(key, value, _HINTS[key]) for key, value in raw.items()}
         return cls(**values).resolved()
 
     def replace(self, **changes: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
+        # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
+        values = ((key, getattr(self, key)) for key in _HINTS)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in values}
 
     def resolved(self) -> TrialConfig:
         """Fill dataset defaults, then validate every setting."""
@@ -163,11 +161,10 @@ class TrialConfig:
 
     # ----------------------------------------------------------------------------
     def _validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            choices = _literal_choices(get_type_hints(TrialConfig)[f.name])
-            if choices and value is not None and value not in choices:
-                raise ConfigError(f"{f.name}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))}, got {_show(value)}")
         model_for = {"waveform": "ffn", "catsdogs": "cnn"}[self.dataset]
         if self.model != model_for:
             raise ConfigError(f"model: dataset {self.dataset} uses model {model_for}, got {self.model!r}")
@@ -178,19 +175,17 @@ class TrialConfig:
         _check_range("angle_cutoff", self.angle_cutoff, 0, 90, open_low=True, open_high=True)
         _check_range("threshold_factor", self.threshold_factor, 0, None, open_low=True)
         _check_range("test_frac", self.test_frac, 0, 1, open_low=True, open_high=True)
-        _check_range("val_frac", self.val_frac, 0, 1, open_high=True)
+        if self.val_frac == 0:
+            raise ConfigError("val_frac: must be above 0: plateau stopping, max_acc_drop and every selection "
+                              "read validation accuracy (the test set is never consulted)")
+        _check_range("val_frac", self.val_frac, 0, 1, open_low=True, open_high=True)
         _check_range("lr", self.lr, 0, None, open_low=True)
         _check_range("momentum", self.momentum, 0, 1, open_high=True)
         _check_range("weight_decay", self.weight_decay, 0, None)
         _check_range("min_delta", self.min_delta, 0, None)
-        for name in ("n", "hidden", "cycles", "epochs_pretrain", "batch_size", "patience",
-                     "train_per_class", "test_per_class", "image_size", "distinct_max_patterns"):
-            _check_range(name, getattr(self, name), 1, None)
-        _check_range("epochs_finetune", self.epochs_finetune, 0, None)
-        if self.max_acc_drop is not None:
-            _check_range("max_acc_drop", self.max_acc_drop, 0, 1)
-        if self.pretrain_stop == "plateau" and self.val_frac == 0:
-            raise ConfigError("val_frac: plateau pretraining needs a validation slice (val_frac > 0)")
+        for name, (low, high) in _INT_RANGES.items():
+            _check_range(name, getattr(self, name), low, high)
+        _check_range("max_acc_drop", self.max_acc_drop, 0, 1)
         if self.model == "ffn" and self.prunes_filters:
             raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
         if self.filters_pruned is not None and self.filters_frac is not None:
@@ -198,8 +193,9 @@ class TrialConfig:
         if self.filters_frac is not None:
             _check_range("filters_frac", self.filters_frac, 0, 1, open_high=True)
         if self.model == "cnn":
-            if len(self.conv_channels) != 2 or min(self.conv_channels) < 1:
-                raise ConfigError(f"conv_channels: must be two positive widths, got {list(self.conv_channels)}")
+            if len(self.conv_channels) != 2 or not all(1 <= w <= _MAX_WIDTH for w in self.conv_channels):
+                raise ConfigError(f"conv_channels: must be two widths in [1, {_MAX_WIDTH}], "
+                                  f"got {_show(list(self.conv_channels))}")
             counts = self.filter_counts()
             for layer, (count, width) in enumerate(zip(counts, self.conv_channels)):
                 if not 0 <= count < width:
@@ -261,11 +257,19 @@ def _check_range(name: str, value: float | None, low: float, high: float | None,
                  open_low: bool = False, open_high: bool = False) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
     too_low = value <= low if open_low else value < low
     too_high = high is not None and (value >= high if open_high else value > high)
     if too_low or too_high:
         lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise ConfigError(f"{name}: must be in {lo}{low}, {'inf' if high is None else high}{hi}, got {value!r}")
+        raise ConfigError(f"{name}: must be in {lo}{low}, {'inf' if high is None else high}{hi}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    """A value for a one-line message: a mistyped 400-digit number is shown by its start."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -279,7 +283,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         converted = _try_convert(value, option)
         if converted is not _FAIL:
             return converted
-    raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_describe(hint)}, got {_show(value)}")
 
 
 _FAIL = object()
@@ -301,7 +305,10 @@ def _try_convert(value: Any, option: Any) -> Any:
         return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
     if option is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond any float: the range check refuses it as infinite
+                return math.inf if value > 0 else -math.inf
         return _FAIL
     if option is str:
         return value if isinstance(value, str) else _FAIL
@@ -320,3 +327,22 @@ def _describe(hint: Any) -> str:
     if _is_union(hint):
         return " or ".join(_describe(a) for a in get_args(hint) if a is not type(None))
     return hint.__name__
+
+
+# Resolved once: get_type_hints evaluates every annotation string, and a 10^5-configuration
+# sweep validates 10^5 configurations before it starts.
+_HINTS: dict[str, Any] = get_type_hints(TrialConfig)
+_CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _HINTS.items() if (c := _literal_choices(hint))}
+
+# Integer settings and their sane ranges: a value beyond what any machine runs would only fail
+# later, deep in numpy or torch, as a failed row rather than a one-line error. Seeds stay within
+# what every generator accepts (numpy's legacy seeding takes 32 bits).
+_MAX_SEED = 2**32 - 1
+_MAX_WIDTH = 10**5  # hidden units or conv filters
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "seed": (0, _MAX_SEED), "data_seed": (0, _MAX_SEED),
+    "n": (1, 10**7), "train_per_class": (1, 10**7), "test_per_class": (1, 10**7),
+    "distinct_max_patterns": (1, 10**7), "image_size": (1, 1024), "hidden": (1, _MAX_WIDTH),
+    "cycles": (1, 1000), "epochs_pretrain": (1, 10**5), "epochs_finetune": (0, 10**5),
+    "patience": (1, 10**5), "batch_size": (1, 10**6),
+}

@@ -58,3 +58,43 @@ def test_filter_counts_from_fraction_or_count():
     assert frac.filter_counts() == (8, 16)
     per_layer = TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "pruner": "filters", "filters_pruned": [2, 5]})
     assert per_layer.filter_counts() == (2, 5)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("angle_cutoff", NAN), ("threshold_factor", NAN), ("threshold_factor", INF), ("max_acc_drop", NAN),
+    ("lr", NAN), ("lr", INF), ("val_frac", NAN), ("test_frac", NAN), ("momentum", NAN),
+    ("weight_decay", INF), ("weight_decay", NAN), ("min_delta", NAN), ("min_delta", -INF),
+    ("filters_frac", NAN),
+])
+def test_nan_and_infinite_settings_are_refused(key, value):
+    settings = {"dataset": "catsdogs", "data": "d", "pruner": "filters"} if key == "filters_frac" else {}
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict({**settings, key: value})
+    assert str(err.value).startswith(f"{key}: must be a finite number") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("seed", -1), ("data_seed", -3), ("seed", 2**32), ("data_seed", 10**20), ("n", 10**12), ("hidden", 10**9),
+    ("cycles", 10**6), ("epochs_pretrain", 10**9), ("epochs_finetune", 10**9), ("batch_size", 10**9),
+    ("patience", 10**9), ("image_size", 10**5), ("distinct_max_patterns", 10**12),
+    ("train_per_class", 10**12), ("test_per_class", 10**12), ("lr", 10**400), ("threshold_factor", 10**400),
+], ids=lambda v: str(v)[:12])
+def test_integers_outside_their_sane_range_are_refused(key, value):
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict({key: value})
+    assert str(err.value).startswith(f"{key}:") and len(str(err.value)) < 200
+
+
+def test_conv_channels_have_a_sane_width():
+    with pytest.raises(ConfigError, match="^conv_channels:"):
+        TrialConfig.from_dict({"dataset": "catsdogs", "data": "d", "conv_channels": [16, 10**9]})
+
+
+def test_an_empty_validation_slice_is_refused_even_with_fixed_pretraining():
+    # Selection, max_acc_drop and the search all read validation accuracy.
+    with pytest.raises(ConfigError, match="^val_frac: .*validation"):
+        TrialConfig.from_dict({"val_frac": 0, "pretrain_stop": "fixed"})
+
