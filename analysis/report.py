@@ -113,7 +113,9 @@ def provenance_lines(results: Results) -> list[str]:
     trials = _trials(df)
     lines = [
         f"- Results: {', '.join(f'`{p}`' for p in results.files)} — {len(df)} rows, {len(trials)} trials"
-        + (f" ({results.duplicates} duplicate rows dropped)" if results.duplicates else "") + ".",
+        + (f" ({results.duplicates} duplicate rows dropped)" if results.duplicates else "") + "."
+        + (f" {results.repeats} repeat run{'s' if results.repeats != 1 else ''} of a configuration and seed "
+           "dropped (the most recent run of each kept): a rerun is not another seed." if results.repeats else ""),
         f"- Sweep: {_counts(column(trials, 'sweep').fillna('none recorded (single prunerlib run trials)'))}.",
         "- Methods as specified in `../shared/SPEC.md` (the paper's open choices pinned down there).",
         *settings_lines(final_ok(df)),

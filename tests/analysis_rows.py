@@ -43,7 +43,7 @@ def _trial(name: str, seed: int, base: dict[str, Any], accs: list[float], pretra
         pruned = settings.get("pruner") != "none"
         nonzero = base["params_total"] // (2 * cycle) if pruned else base["params_total"]
         rows.append(base | _PROVENANCE | settings | {
-            "trial_id": f"{name}-{seed}", "config_hash": name, "cycle": cycle, "final": cycle == len(accs),
+            "trial_id": f"{name}-{seed}", "config_hash": f"{name}-{seed}", "cycle": cycle, "final": cycle == len(accs),
             "status": "ok", "seed": seed, "acc_pretrain": pretrain, "acc_finetuned": acc,
             "params_nonzero": nonzero, "theoretical_speedup": base["params_total"] / nonzero,
             "units_removed_frac": settings.get("units_removed_frac", 0.0),

@@ -2,11 +2,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.paper_tables import main as tables_main
 from analysis.report import main as report_main
 from analysis.results import load_results, run_cli
+from analysis.tables import table1
 from tests.analysis_rows import handmade_rows, write_results
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
@@ -107,3 +109,34 @@ def test_several_results_files_are_read_together_and_duplicates_dropped(tmp_path
     loaded = load_results([first, waveform])
     assert loaded.duplicates == len(waveform_rows) and len(loaded.frame) == len(handmade_rows())
     assert loaded.files == (first, waveform)
+
+
+def _rerun(rows: list[dict], trial_id: str, acc: float, started: str) -> list[dict]:
+    """The rows of `trial_id` run again as `prunerlib run` would: same configuration and seed
+    (config_hash), a new trial id and start time, its own accuracy."""
+    return [r | {"trial_id": f"{trial_id}-rerun", "started_at": pd.Timestamp(started, tz="UTC"),
+                 "acc_finetuned": acc} for r in rows if r["trial_id"] == trial_id]
+
+
+def test_a_rerun_of_the_same_configuration_and_seed_counts_once_the_most_recent_kept(tmp_path):
+    rows = [r | {"started_at": pd.Timestamp("2025-01-01 10:00", tz="UTC")} for r in handmade_rows()]
+    rows += _rerun(rows, "dist15-0", 0.90, "2025-01-02 10:00")  # seed 0 again, a day later
+    rows = _rerun(rows, "dist15-1", 0.10, "2024-12-31 10:00") + rows  # seed 1 again, a day earlier
+    loaded = load_results([write_results(tmp_path / "r.parquet", rows)])
+    dist = loaded.frame[loaded.frame["config_hash"].str.startswith("dist15-")].set_index("seed")["acc_finetuned"]
+    assert dist.sort_index().to_dict() == {0: 0.90, 1: 0.84, 2: 0.86}
+    assert loaded.repeats == 2 and loaded.duplicates == 0
+    fine = table1(loaded.frame).data
+    fine = fine[fine["Method"].eq("Distinctiveness") & fine["Stage"].eq("fine-tune") & fine["Attr."].eq(40)]
+    assert list(fine["n"]) == [3]
+    done = script("report.py", str(tmp_path / "r.parquet"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "2 repeat runs of a configuration and seed dropped (the most recent run of each kept)" in text
+
+
+def test_identical_repeats_are_not_seeds(tmp_path):
+    rows = handmade_rows()
+    rows += [r | {"trial_id": r["trial_id"] + "-again"} for r in rows if r["trial_id"].startswith("dist15-")]
+    loaded = load_results([write_results(tmp_path / "r.parquet", rows)])
+    assert len(loaded.frame) == len(handmade_rows()) and loaded.repeats == 3
