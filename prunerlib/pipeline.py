@@ -6,6 +6,7 @@ has no Ray in it; the sweep service calls it inside Tune trials.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -19,7 +20,7 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError
+from prunerlib.errors import ConfigError, DataError, PrunerlibError, is_environment_fault
 from prunerlib.masks import Masks
 from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
@@ -54,8 +55,10 @@ class Workdirs:
 
 def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, trial_id: str | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
-    """Rows for every cycle run, or one `failed` row if training diverged or broke.
-    Bad settings and unusable data raise (ConfigError / DataError): there is no result to keep."""
+    """Rows for every cycle run, or the one row of a trial that could not finish: `failed` when
+    its training diverged, `error` (with the traceback) for a fault in the code. Bad settings
+    and unusable data raise (ConfigError / DataError): there is no result to keep. So do faults
+    of the machine (`errors.is_environment_fault`): they are retried, never recorded."""
     base = identity_columns(cfg, sweep, trial_id)
     try:
         device = resolve_device(cfg.device)
@@ -64,7 +67,9 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
         return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
     except (ConfigError, DataError):
         raise
-    except Exception as exc:  # a diverging or crashing trial is a result: record it, go on
+    except Exception as exc:
+        if is_environment_fault(exc):
+            raise
         return failed_rows(base, exc)
 
 
@@ -82,10 +87,16 @@ def identity_columns(cfg: TrialConfig, sweep: str | None, trial_id: str | None) 
 
 
 def failed_rows(base: dict[str, Any], exc: BaseException) -> list[dict[str, Any]]:
-    """The one row a diverged or crashed trial leaves: earlier cycles' rows are not kept."""
-    log.warning("trial %s failed: %s", base["trial_id"], exc)
-    log.debug("%s", "".join(traceback.format_exception(exc)))
-    return [base | {"cycle": 1, "final": True, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+    """The one row a trial that could not finish leaves; earlier cycles' rows are not kept.
+    A divergence (or another error the configuration causes) is `failed`; anything else is a
+    fault in the code, `error`, with its traceback so it cannot pass for a result."""
+    if isinstance(exc, PrunerlibError):
+        log.warning("trial %s failed: %s", base["trial_id"], exc)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    else:
+        log.error("trial %s raised %s: %s", base["trial_id"], type(exc).__name__, exc)
+        status, error = "error", "".join(traceback.format_exception(exc)).strip()
+    return [base | {"cycle": 1, "final": True, "status": status, "error": error}]
 
 
 def finetune_seed(cfg: TrialConfig, cycle: int) -> int:
@@ -100,16 +111,23 @@ def _cycles(cfg: TrialConfig, data: Data, dirs: Workdirs, device: torch.device,
     for cycle in range(1, cfg.cycles + 1):
         if not trial.prune(cycle):
             break
-        tune = train(model, data, cfg, epochs=cfg.epochs_finetune, seed=finetune_seed(cfg, cycle),
-                     masks=trial.masks, desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress)
-        if not trial.record(cycle, tune.wall_s):
+        walls = [train(state.model, data, state.cfg, epochs=cfg.epochs_finetune,
+                       seed=finetune_seed(state.cfg, cycle), masks=state.masks,
+                       desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress).wall_s
+                 for state in trial.tuned()]
+        if not trial.record(cycle, walls[0]):
             break
     return trial.finish()
 
 
 class TrialState:
     """One trial between its stages: model, masks, pruners and the rows so far. Pruning and
-    recording live here so that a single trial and a population member do exactly the same."""
+    recording live here so that a single trial and a population member do exactly the same.
+
+    A random control mirroring distinctiveness or threshold over several cycles carries the
+    method's own trial as its `shadow` (SPEC §4.4): from cycle 2 on, what the method removes
+    depends on the method's trajectory, not the control's, so the method is pruned and
+    fine-tuned beside the control and tells it how many to remove at each cycle."""
 
     def __init__(self, cfg: TrialConfig, data: Data, model: nn.Module, pre: PretrainResult):
         self.cfg, self.data, self.model, self.pre = cfg, data, model, pre
@@ -125,9 +143,24 @@ class TrialState:
                                 torch.Generator().manual_seed(cfg.seed))
         self.acc_pruned = self.val_acc_pruned = float("nan")
         self.rows: list[dict[str, Any]] = []
+        self.removal = Removal()  # this cycle's
+        self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
+        self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
+        mirrors = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
+        self.shadow = TrialState(cfg.replace(pruner=cfg.match, match=None), data, copy.deepcopy(model), pre) \
+            if mirrors else None
+
+    def tuned(self) -> list[TrialState]:
+        """The models to fine-tune this cycle: the trial's, then its shadow's while it runs."""
+        return [self] if self.shadow is None or self.shadow.stopped else [self, self.shadow]
 
     def prune(self, cycle: int) -> bool:
         """Prune for `cycle`; False when nothing more can be pruned (the trial stops)."""
+        if self.shadow is not None:
+            if self.shadow.stopped or not self.shadow.prune(cycle):
+                log.info("cycle %d: the %s trial this control mirrors has stopped, stopping", cycle, self.cfg.match)
+                return False
+            self.ctx.reference = self.shadow.removal
         removal = Removal()
         for pruner in self.pruners:
             removal.extend(pruner.plan(self.ctx))
@@ -135,13 +168,19 @@ class TrialState:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False
         apply_removal(self.model, self.masks, removal)
+        self.removal = removal
         self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
         self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
         return True
 
     def record(self, cycle: int, wall_finetune_s: float) -> bool:
-        """Add the fine-tuned cycle's row; False when accuracy fell too far (the trial stops)."""
+        """Add the fine-tuned cycle's row; False when the trial stops here because validation
+        accuracy fell more than `max_acc_drop` below the pretrained model's (SPEC §5.4): the
+        last acceptable cycle's model and row are then the final ones. The first cycle is
+        always kept: max_acc_drop decides whether to prune *again*."""
         cfg, data, model, masks = self.cfg, self.data, self.model, self.masks
+        if self.shadow is not None and not self.shadow.stopped:
+            self.shadow.record(cycle, wall_finetune_s)
         params_nonzero = param_counts(model)[1]
         flops = pruned_flops(model, masks, self.input_shape)
         val_acc = accuracy(model, data.val_x, data.val_y)
@@ -158,15 +197,23 @@ class TrialState:
             "theoretical_speedup": self.flops_dense / flops if flops else float("inf"),
             "wall_finetune_s": wall_finetune_s,
         })
+        if cfg.max_acc_drop is None:
+            return True
         # Decided on validation accuracy: the test set is only ever reported, never consulted.
-        if cfg.max_acc_drop is not None and val_acc < self.pre.acc_val - cfg.max_acc_drop:
-            log.info("cycle %d: validation accuracy %.4f fell more than %.4f below pretrained %.4f, stopping",
-                     cycle, val_acc, cfg.max_acc_drop, self.pre.acc_val)
+        if cycle > 1 and val_acc < self.pre.acc_val - cfg.max_acc_drop:
+            log.info("cycle %d: validation accuracy %.4f fell more than %.4f below pretrained %.4f; "
+                     "keeping cycle %d", cycle, val_acc, cfg.max_acc_drop, self.pre.acc_val, cycle - 1)
+            state, kept = self._accepted
+            model.load_state_dict(state)
+            self.masks.tensors = kept.tensors
+            self.stopped = True
             return False
+        if cycle < cfg.cycles:  # the model to fall back on if the next cycle goes too far
+            self._accepted = ({k: v.clone() for k, v in model.state_dict().items()}, masks.clone())
         return True
 
     def finish(self) -> list[dict[str, Any]]:
-        self.rows[-1]["final"] = True
+        self.rows[-2 if self.stopped else -1]["final"] = True
         return self.rows
 
 

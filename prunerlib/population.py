@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 from prunerlib.batched import Population, StageResult, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError
+from prunerlib.errors import ConfigError, DataError, is_environment_fault
 from prunerlib.models import build_model
 from prunerlib.pipeline import (TrialState, Workdirs, failed_rows, finetune_seed, identity_columns,
                                 resolve_device, run_trial)
@@ -55,15 +55,20 @@ def population_key(cfg: TrialConfig) -> tuple[Any, ...]:
     return tuple((name, repr(getattr(cfg, name))) for name in _SHARED)
 
 
+MemberDone = Callable[[int, Rows], None]
+
+
 def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
              trial_ids: Sequence[str] | None = None, progress: bool = False,
-             gpu_share: float = 1.0) -> list[Rows]:
+             gpu_share: float = 1.0, on_member_done: MemberDone | None = None) -> list[Rows]:
     """Rows for each member, in order — for each member exactly what
-    run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed-row
-    behaviour). Members sharing a `population_key` are fine-tuned together, in populations of
-    at most `pack_size_for` members; a member alone in its population runs as a plain trial.
-    Bad settings or unusable data raise before any training, as in run_trial; a diverging or
-    crashing member gets its failed row and the others go on.
+    run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed- and
+    error-row behaviour). Members sharing a `population_key` are fine-tuned together, in
+    populations of at most `pack_size_for` members; a member alone in its population runs as a
+    plain trial. Bad settings or unusable data raise before any training, as in run_trial; a
+    diverging or crashing member gets its row and the others go on. A fault of the machine
+    (`errors.is_environment_fault`) raises out of run_pack: `on_member_done(index, rows)` is
+    called the moment each member's rows are final, so what finished before it is kept.
 
     `wall_finetune_s` of a population member is its share of the stage: the stage's wall time
     divided by the members that started it, so summing over rows still gives time spent."""
@@ -74,30 +79,45 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
     for pos, cfg in enumerate(cfgs):
         groups.setdefault(population_key(cfg), []).append(pos)
     results: list[Rows] = [[] for _ in cfgs]
+
+    def done(pos: int, rows: Rows) -> None:
+        results[pos] = rows
+        if on_member_done is not None:
+            on_member_done(pos, rows)
+
     for group in groups.values():
         size = pack_size_for(cfgs[group[0]], resolve_device(cfgs[group[0]].device), gpu_share=gpu_share)
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             if len(members) == 1:
                 (pos,) = members
-                results[pos] = run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress)
+                done(pos, run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress))
                 continue
-            rows = _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress)
-            for pos, member_rows in zip(members, rows):
-                results[pos] = member_rows
+            _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress,
+                            lambda i, rows, members=members: done(members[i], rows))
     return results
 
 
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
-                    progress: bool) -> list[Rows]:
+                    progress: bool, done: MemberDone) -> None:
     bases = [identity_columns(cfg, sweep, tid) for cfg, tid in zip(cfgs, ids)]
     device = resolve_device(cfgs[0].device)
     for base in bases:
         base["device"] = str(device)
     data = load_data(cfgs[0], dirs.image_cache).to(device)
     _check_settings(cfgs, data)
-    done: dict[int, Rows] = {}
     states: dict[int, TrialState] = {}
     pretrain_failures: dict[str, Exception] = {}
+
+    def fail(i: int, exc: Exception) -> None:
+        # As in run_trial: the machine's faults are retried, never recorded.
+        if is_environment_fault(exc):
+            raise exc
+        states.pop(i, None)
+        done(i, failed_rows(bases[i], exc))
+
+    def finish(i: int) -> None:
+        done(i, [bases[i] | row for row in states.pop(i).finish()])
+
     for i, cfg in enumerate(cfgs):
         # One pretraining per key: a key that failed is not retried for the next member.
         key = cfg.pretrain_key()
@@ -110,14 +130,7 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             raise
         except Exception as exc:  # noqa: BLE001  a failed member is a row, as in run_trial
             pretrain_failures.setdefault(key, exc)
-            done[i] = failed_rows(bases[i], exc)
-
-    def fail(i: int, exc: Exception) -> None:
-        states.pop(i)
-        done[i] = failed_rows(bases[i], exc)
-
-    def finish(i: int) -> None:
-        done[i] = [bases[i] | row for row in states.pop(i).finish()]
+            fail(i, exc)
 
     for cycle in range(1, max(cfg.cycles for cfg in cfgs) + 1):
         tuning: list[int] = []
@@ -131,19 +144,22 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
                 fail(i, exc)
         if not tuning:
             break
-        stage = _finetune([states[i] for i in tuning], data, cycle, progress)
+        # A random control's shadow (its method's own trajectory) trains beside it as one more
+        # member; it fails with its control.
+        tuned = [(i, state) for i in tuning for state in states[i].tuned()]
+        stage = _finetune([state for _, state in tuned], data, cycle, progress)
         share = stage.wall_s / len(tuning)
-        for pos, i in enumerate(tuning):
+        failures = {tuned[pos][0]: failure for pos, failure in stage.failures.items()}
+        for i in tuning:
             cfg = cfgs[i]
             try:
-                if pos in stage.failures:
-                    epoch, loss = stage.failures[pos]
+                if i in failures:
+                    epoch, loss = failures[i]
                     raise diverged(loss, epoch, f"fine-tune {cycle}/{cfg.cycles}")
                 if not states[i].record(cycle, share) or cycle == cfg.cycles:
                     finish(i)
             except Exception as exc:  # noqa: BLE001
                 fail(i, exc)
-    return [done[i] for i in range(len(cfgs))]
 
 
 def _finetune(states: list[TrialState], data: Data, cycle: int, progress: bool) -> StageResult:

@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+import torch
 
 from prunerlib import pretrained
 from prunerlib.pipeline import Workdirs, run_trial
@@ -48,12 +49,30 @@ def test_pruning_every_unit_away_is_a_result_not_a_crash(tmp_path):
     assert row["flops_pruned"] == 0 and row["theoretical_speedup"] == float("inf")
 
 
-def test_max_acc_drop_stops_cycling(tmp_path):
-    # A zero tolerance with aggressive pruning stops as soon as validation accuracy dips.
+def test_max_acc_drop_keeps_the_last_acceptable_cycle_as_final(tmp_path):
+    # A zero tolerance with aggressive pruning and no fine-tuning: cycle 2 falls below the
+    # pretrained model's validation accuracy, so the trial stops and cycle 1 stays final.
     rows = run_trial(ffn_config(pruner="threshold", threshold_factor=1.5, cycles=4, max_acc_drop=0.0,
                                 epochs_finetune=0), Workdirs(tmp_path), progress=False)
-    assert len(rows) < 4 and rows[-1]["final"]
-    assert rows[-1]["val_acc_finetuned"] < rows[-1]["val_acc_pretrain"]
+    assert [r["cycle"] for r in rows] == [1, 2]
+    assert [r["final"] for r in rows] == [True, False]
+    assert rows[1]["val_acc_finetuned"] < rows[1]["val_acc_pretrain"]
+
+
+def test_a_trial_stopped_by_max_acc_drop_keeps_the_accepted_model(tmp_path):
+    from prunerlib.datasets import load_data
+    from prunerlib.pipeline import TrialState
+    from prunerlib.pretrained import load_or_pretrain
+
+    cfg = ffn_config(pruner="threshold", threshold_factor=1.5, cycles=4, max_acc_drop=0.0, epochs_finetune=0)
+    data = load_data(cfg)
+    model, pre = load_or_pretrain(cfg, data, tmp_path, torch.device("cpu"), progress=False)
+    trial = TrialState(cfg, data, model, pre)
+    assert trial.prune(1) and trial.record(1, 0.0)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    assert trial.prune(2) and not trial.record(2, 0.0)
+    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
+    assert trial.masks.kept("fc1.weight") == int((kept["fc1.weight"] != 0).sum())
 
 
 def test_nothing_left_to_prune_ends_the_cycles(tmp_path):
@@ -80,3 +99,39 @@ def test_random_control_records_the_settings_it_mirrors(tmp_path):
     mirror = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)[0]
     assert (row["pruner"], row["match"], row["threshold_factor"]) == ("random", "threshold", 1.0)
     assert row["weights_removed_frac"] == mirror["weights_removed_frac"]
+
+
+@pytest.mark.parametrize("method, settings", [("threshold", {"threshold_factor": 1.0}),
+                                              ("distinctiveness", {"angle_cutoff": 50.0})])
+def test_random_control_removes_as_many_as_its_method_at_every_cycle(tmp_path, method, settings):
+    column = {"threshold": "weights_removed_frac", "distinctiveness": "units_removed_frac"}[method]
+    dirs = Workdirs(tmp_path)
+    own = run_trial(ffn_config(pruner=method, cycles=3, **settings), dirs, progress=False)
+    control = run_trial(ffn_config(pruner="random", match={"pruner": method, **settings}, cycles=3), dirs,
+                        progress=False)
+    assert all(r["status"] == "ok" for r in own + control)
+    assert [r[column] for r in control] == [r[column] for r in own]
+    assert len(own) >= 2 and own[0][column] < own[-1][column]  # the method kept pruning after cycle 1
+
+
+def test_a_fault_in_the_code_is_an_error_row_with_its_traceback_not_a_result(tmp_path, monkeypatch):
+    from prunerlib.pruners.threshold import Threshold
+
+    def broken(self, ctx):
+        return {}["no such key"]
+
+    monkeypatch.setattr(Threshold, "plan", broken)
+    (row,) = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)
+    assert row["status"] == "error" and row["final"]
+    assert row["error"].startswith("Traceback") and "KeyError" in row["error"] and "broken" in row["error"]
+
+
+def test_a_fault_of_the_machine_is_raised_not_recorded(tmp_path, monkeypatch):
+    from prunerlib.pruners.threshold import Threshold
+
+    def disk_gone(self, ctx):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Threshold, "plan", disk_gone)
+    with pytest.raises(OSError):
+        run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)

@@ -34,7 +34,10 @@ def _mixed_ffn_population() -> list[TrialConfig]:
         cfgs += [ffn_config(pruner="distinctiveness", angle_cutoff=cutoff, seed=seed) for cutoff in (15.0, 30.0)]
         cfgs += [ffn_config(pruner="threshold", threshold_factor=f, cycles=2, seed=seed) for f in (0.5, 1.0)]
         cfgs += [ffn_config(pruner="none", seed=seed),
-                 ffn_config(pruner="random", match="threshold", threshold_factor=1.0, seed=seed)]
+                 ffn_config(pruner="random", match="threshold", threshold_factor=1.0, seed=seed),
+                 # Controls that carry their method's trajectory beside them from cycle 2 on.
+                 ffn_config(pruner="random", match="threshold", threshold_factor=1.0, cycles=3, seed=seed),
+                 ffn_config(pruner="random", match="distinctiveness", angle_cutoff=50.0, cycles=2, seed=seed)]
     # Per-member hyper-parameters inside one population, and a member that fits no group.
     cfgs += [ffn_config(pruner="threshold", lr=1e-3, weight_decay=1e-3, seed=2),
              ffn_config(pruner="threshold", epochs_finetune=1, seed=2)]
@@ -161,6 +164,32 @@ def test_a_cnn_pack_gives_every_member_its_single_run(tmp_path, monkeypatch):
     single, packed = _run_both(cfgs, tmp_path)
     for a, b in zip(single, packed):
         _assert_rows_match(a, b, n_test=len(data.test_y))
+    # Both sides failing alike would also "match": every member must have run.
+    assert {r["status"] for rows in single + packed for r in rows} == {"ok"}
+
+
+def test_each_members_rows_are_handed_over_the_moment_it_finishes(tmp_path):
+    cfgs = [ffn_config(pruner="threshold", cycles=1), ffn_config(pruner="threshold", cycles=3),
+            ffn_config(pruner="none", epochs_finetune=1)]  # alone in its population: a plain trial
+    order = []
+    rows = run_pack(cfgs, Workdirs(tmp_path), on_member_done=lambda i, member_rows: order.append((i, len(member_rows))))
+    assert order == [(0, 1), (1, 3), (2, 1)] and [len(r) for r in rows] == [1, 3, 1]
+
+
+def test_a_fault_of_the_machine_in_one_member_raises_after_the_finished_members_are_handed_over(tmp_path, monkeypatch):
+    cfgs = [ffn_config(pruner="threshold", cycles=1), ffn_config(pruner="threshold", threshold_factor=0.5, cycles=2)]
+    record = TrialState.record
+
+    def disk_full_at_cycle_2(self, cycle, wall):
+        if cycle == 2:
+            raise OSError(28, "No space left on device")
+        return record(self, cycle, wall)
+
+    monkeypatch.setattr(TrialState, "record", disk_full_at_cycle_2)
+    handed = []
+    with pytest.raises(OSError):
+        run_pack(cfgs, Workdirs(tmp_path), on_member_done=lambda i, rows: handed.append(i))
+    assert handed == [0]  # the finished member's rows were out before the fault; none made up for member 1
 
 
 # The FFN trains with the compiled epoch kernel where a C compiler is available, else with the

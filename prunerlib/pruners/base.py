@@ -24,6 +24,9 @@ class PruneContext:
     masks: Masks
     inputs: torch.Tensor  # training patterns for activation-based criteria
     generator: torch.Generator  # seeded: every random choice of a trial comes from here
+    # For a random control: what the method it mirrors removes at this cycle on the method's
+    # own trajectory (SPEC §4.4), set by the pipeline. None: plan the method on this model.
+    reference: Removal | None = None
 
 
 class Pruner(Protocol):

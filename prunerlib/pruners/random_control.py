@@ -1,8 +1,11 @@
 """The `random` control (SPEC §4.4): remove as much as the mirrored pruner would, at random.
 
-It asks the mirrored pruner what it would remove from the same model, then removes the same
-number of units (distinctiveness) or weights per matrix (threshold) chosen at random. Filter
-counts are fixed by the settings, so the pipeline just ranks filters by the `random` criterion.
+It takes what the mirrored method removes at this cycle (`ctx.reference`, from the method's
+own trajectory, which the pipeline runs beside the control from cycle 2 on) — or, at cycle 1,
+where both start from the same pretrained model, asks the method about this model — and
+removes the same number of units (distinctiveness) or weights per matrix (threshold) chosen at
+random. Filter counts are fixed by the settings, so the pipeline just ranks filters by the
+`random` criterion.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class RandomControl:
         self.mirrored = PRUNERS["none" if cfg.match == "filters" else cfg.match](cfg)
 
     def plan(self, ctx: PruneContext) -> Removal:
-        target = self.mirrored.plan(ctx)
+        target = ctx.reference if ctx.reference is not None else self.mirrored.plan(ctx)
         removal = Removal()
         for layer_name, units in target.units.items():
             live = ctx.masks[f"{layer_name}.bias"].nonzero().flatten().cpu()
