@@ -1,18 +1,27 @@
 """Run a sweep on Ray Tune: packs of trial configurations as Tune trials, a grid through Tune,
 a search through Optuna, on an embedded local Ray or an existing cluster.
 
-Resuming works at two levels. Tune's own experiment state (`Tuner.restore`) brings back the
-trial list and the Optuna searcher; below it, a configuration whose rows are already in the
-sweep folder is never run again, so a Tune trial restarted after the driver died finishes at
-once and no finished configuration is lost or run twice.
+The sweep folder is the record: packs.json (the plan), one Parquet file per finished
+configuration, the Optuna journal. Resuming starts a fresh Tuner over what they say is left,
+never Tune's saved state, so a lost or unreadable trial file is simply run again. Before it
+exits, the driver compares the rows with the plan: a shortfall, or a signal, is a non-zero
+exit code and the one command that continues the sweep.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
 import os
+import signal
+import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from ray.tune.stopper import Stopper
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError, PrunerlibError
@@ -41,6 +50,7 @@ class SweepContext:
     objectives: tuple[str, ...]  # search: the metrics each point is told
     threads: int
     gpu_share: float  # of one GPU's memory, for sizing populations
+    rerun: frozenset[str] = frozenset()  # --retry-failed: ids whose rows are replaced
 
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
@@ -52,7 +62,10 @@ class SweepContext:
 def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     """One Tune trial: run the pack's unfinished configurations as a population, keep each
     one's rows in the sweep folder, report the pack's means (and each search point's
-    objective values) to Tune."""
+    objective values) to Tune.
+
+    An environment fault (a lost file system, no memory) propagates, so Tune retries the trial
+    (`max_failures`); the members that finished before it have their rows written already."""
     import ray
     import torch
     from ray import tune
@@ -62,18 +75,26 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     node = ray.get_runtime_context().get_node_id()
     members = ctx.members(params)
     ids = [cfg.config_hash() for cfg in members]
-    rows = {tid: folder.rows(tid) for tid in ids}
+    rows = {tid: None if tid in ctx.rerun else folder.rows(tid) for tid in ids}
     todo = [(cfg, tid) for cfg, tid in zip(members, ids) if rows[tid] is None]
+
+    def keep(index: int, member_rows: list[dict[str, Any]]) -> None:
+        tid = todo[index][1]
+        rows[tid] = [row | {"node_id": node} for row in member_rows]
+        folder.write_rows(tid, rows[tid])
+
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained)
+        cfgs, tids = [cfg for cfg, _ in todo], [tid for _, tid in todo]
+        streams = "on_member_done" in inspect.signature(run_pack).parameters
         try:
-            results = run_pack([cfg for cfg, _ in todo], dirs, sweep=ctx.name, trial_ids=[tid for _, tid in todo],
-                               gpu_share=ctx.gpu_share)
+            results = run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share,
+                               **({"on_member_done": keep} if streams else {}))
         except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
             results = [failed_rows(identity_columns(cfg, ctx.name, tid), exc) for cfg, tid in todo]
-        for (_, tid), member_rows in zip(todo, results):
-            rows[tid] = [row | {"node_id": node} for row in member_rows]
-            folder.write_rows(tid, rows[tid])
+        for index, member_rows in enumerate(results):
+            if rows[tids[index]] is None:  # not streamed by run_pack
+                keep(index, member_rows)
     finals = [rows[tid][-1] for tid in ids]
     ok = [row for row in finals if row["status"] == "ok"]
     report = {metric: _mean(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
@@ -90,37 +111,166 @@ def _mean(values: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume: bool = False) -> int:
-    """Run (or resume) the sweep; print where the results are and a summary. Exit code:
-    0 when every configuration has rows (failed trials included), 1 when some have none."""
+# Ctrl-C or a SIGTERM (a batch scheduler's pre-emption) stops the sweep like a crash would,
+# but says so: the driver lets Tune end its trials, consolidates what finished, and exits
+# 128 + the signal's number. Tune's own SIGINT handler is off (it would end the sweep and
+# return as if it had finished); this flag, read by a Stopper, replaces it.
+_SIGNALLED: list[int] = []
+
+
+class _StopOnSignal(Stopper):
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return bool(_SIGNALLED)
+
+    def stop_all(self) -> bool:
+        return bool(_SIGNALLED)
+
+
+def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+    if not _SIGNALLED:
+        print(f"{signal.Signals(signum).name} received: stopping the sweep's trials...", file=sys.stderr)
+    _SIGNALLED.append(signum)
+
+
+def _catch_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_signal)
+
+
+def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume: bool = False,
+              retry_failed: bool = False, resume_command: str | None = None) -> int:
+    """Run (or resume) the sweep; print where the results are and a summary. Exit code: 0 when
+    every planned configuration has rows (failed trials included), 1 when some have none,
+    128 + N after signal N; the last two print the command that continues the sweep."""
     import ray
 
     folder = SweepFolder(storage, spec.name)
+    again = resume_command or f"prunerlib sweep SPEC --storage {folder.root.parent} --resume"
     if address is None and spec.gpu > 0:
         import torch
 
         if not torch.cuda.is_available():
             raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but this machine has no GPU "
                             f"(set resources.gpu: 0, or join a GPU cluster with --address)")
+    if retry_failed and not resume:
+        raise SpecError("--retry-failed: only with --resume (a new sweep has nothing to retry)")
+    if retry_failed and spec.search:
+        raise SpecError("--retry-failed: a search's failed points are results its sampler has seen; "
+                        "retry them in a grid sweep of those settings")
     folder.begin(spec, resume)
+    _SIGNALLED.clear()
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    _catch_signals()
     started_here = not ray.is_initialized()
-    if started_here:
-        _connect(address)
     try:
+        if started_here:
+            _connect(address)
+        _catch_signals()  # again: ray.init installs its own SIGTERM handler
         _check_cluster(spec, folder, remote=address is not None)
-        tuner = _tuner(spec, folder, resume)
-        grid = tuner.fit()
+        if spec.search and resume:
+            _reconcile_study(spec, folder)
+        tuner = None if _SIGNALLED else _tuner(spec, folder, resume, retry_failed)
+        if tuner is not None:
+            tuner.fit()
         frame = folder.consolidate()
         print(summarise(frame, spec))
         print(f"results: {folder.results}")
-        missing = [r for r in grid if r.error is not None]
-        if missing:
-            print(f"{len(missing)} Tune trial(s) ended in an error without rows (see {folder.tune}); "
-                  f"rerun with --resume to retry them")
-        return 1 if missing else 0
+        return _verdict(spec, folder, frame, again)
+    except KeyboardInterrupt:  # a signal before the handlers were in place
+        _SIGNALLED.append(signal.SIGINT)
+        print(f"interrupted; continue with: {again}", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         if started_here:
             ray.shutdown()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
+def _planned(spec: SweepSpec, folder: SweepFolder) -> int:
+    if spec.search:
+        return spec.search.num_samples * len(spec.seeds)
+    return sum(len(members) for members in (folder.packs() or {}).values())
+
+
+def _verdict(spec: SweepSpec, folder: SweepFolder, frame: Any, again: str) -> int:
+    """Compare what the sweep folder holds with the plan: the exit code and its one line."""
+    planned = _planned(spec, folder)
+    have = frame["trial_id"].nunique() if len(frame) else 0
+    if spec.grid:  # configurations of the plan that have rows (results.parquet may hold more)
+        have = len(_grid_ids(folder) & set(frame["trial_id"]))
+    if _SIGNALLED:
+        name = signal.Signals(_SIGNALLED[0]).name
+        print(f"interrupted by {name}: {have} of {planned} configuration(s) have rows; continue with: {again}",
+              file=sys.stderr)
+        return 128 + _SIGNALLED[0]
+    if have < planned:
+        print(f"incomplete: {planned - have} of {planned} configuration(s) have no rows (see {folder.tune} "
+              f"for Tune's errors); continue with: {again}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _grid_ids(folder: SweepFolder) -> set[str]:
+    return {TrialConfig.from_dict(settings).config_hash() for members in (folder.packs() or {}).values()
+            for settings in members}
+
+
+def _reconcile_study(spec: SweepSpec, folder: SweepFolder) -> None:
+    """The trial files are the record of what ran; a journal cut short (a full disk, a crash
+    mid-write) or deleted has lost some of it. Tell the study again every point whose rows are
+    all there, and hand out again (as a RUNNING trial) one whose rows are partly there, so the
+    journal and the trial files agree at the end."""
+    import optuna
+
+    from prunerlib.sweep.search import distributions, open_study
+
+    search = spec.search
+    assert search is not None
+    keys = list(search.space)
+    points: dict[str, list[dict[str, Any]]] = {}
+    params_of: dict[str, dict[str, Any]] = {}
+    for rows in folder.finished().values():
+        settings = json.loads(rows[-1]["config_json"])
+        point = {k: settings[k] for k in keys}
+        key = json.dumps(point, sort_keys=True)
+        points.setdefault(key, []).append(rows[-1])
+        params_of[key] = point
+    study = open_study(search, spec.name, str(folder.journal))
+    space = distributions(search)
+    by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        by_key.setdefault(json.dumps({k: trial.params.get(k) for k in keys}, sort_keys=True), []).append(trial)
+    told, reasked = 0, 0
+    objectives = [m for m, _ in search.objectives]
+    for key, finals in points.items():
+        known = by_key.get(key, [])
+        if any(t.state.is_finished() for t in known):
+            continue
+        running = [t for t in known if t.state == optuna.trial.TrialState.RUNNING]
+        if len(finals) < len(spec.seeds):
+            if not running:  # the sampler asked it, the journal forgot it: ask it again
+                study.add_trial(optuna.trial.create_trial(params=params_of[key], distributions=space,
+                                                          state=optuna.trial.TrialState.RUNNING))
+                reasked += 1
+            continue
+        ok = [r for r in finals if r["status"] == "ok"]
+        values = [_mean(r.get(m) for r in ok) for m in objectives]
+        failed = not ok or any(math.isnan(v) for v in values)
+        if running:
+            study.tell(running[0].number, None if failed else values,
+                       state=optuna.trial.TrialState.FAIL if failed else None, skip_if_finished=True)
+        else:
+            study.add_trial(optuna.trial.create_trial(
+                params=params_of[key], distributions=space,
+                state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+                values=None if failed else values))
+        told += 1
+    if told or reasked:
+        print(f"{folder.journal.name} had lost {told + reasked} point(s) the trial files hold: told the study "
+              f"{told} again from their rows" + (f", handed out {reasked} unfinished one(s) again" if reasked else ""))
 
 
 def _connect(address: str | None) -> None:
@@ -139,30 +289,34 @@ def _connect(address: str | None) -> None:
                           f"{str(exc).splitlines()[0][:200]}{hint}") from None
 
 
-def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202  (ray.tune.Tuner)
+def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: bool = False):  # noqa: ANN202
+    """A Tuner over the work left. A resumed sweep never restores Tune's saved state: that state
+    cannot rerun a trial it saw finish (whose rows may since have been lost) and is the first
+    thing a full disk leaves inconsistent. packs.json, the trial files and the Optuna journal
+    are the record; a fresh Tuner over the packs with configurations left rebuilds from them."""
     import ray
     from ray import tune
 
     resources = ray.cluster_resources()
     parallel = slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-    # A resumed sweep keeps the packs it started with, whatever the cluster now offers:
-    # Tune restores trials by pack label.
+    # A resumed sweep keeps the packs it started with, whatever the cluster now offers.
     packs = folder.packs() if resume else None
     if packs is None:
         packs = {p.label: tuple(cfg.to_dict() for cfg in p.members) for p in grid_packs(spec, parallel)} \
             if spec.grid else {}
         folder.save_packs(packs)
+    finished = folder.finished() if resume else {}
+    rerun = frozenset(tid for tid, rows in finished.items() if rows[-1]["status"] != "ok") if retry_failed else frozenset()
     ctx = SweepContext(
         name=spec.name, storage=str(folder.root.parent), fixed=spec.fixed, seeds=spec.seeds,
         packs=packs,
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)), gpu_share=min(1.0, spec.gpu) if spec.gpu else 1.0,
+        rerun=rerun,
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
-    if resume and tune.Tuner.can_restore(folder.tune):
-        return tune.Tuner.restore(str(folder.tune), trainable, resume_unfinished=True, resume_errored=True)
     run_config = tune.RunConfig(
-        name=folder.tune.name, storage_path=str(folder.root),
+        name=folder.tune.name, storage_path=str(folder.root), stop=_StopOnSignal(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
     if spec.search:
@@ -170,8 +324,17 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool):  # noqa: ANN202 
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=parallel,
                                       reuse_actors=True)
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    todo = [label for label, members in packs.items()
+            if any((tid := TrialConfig.from_dict(m).config_hash()) not in finished or tid in rerun for m in members)]
+    if resume:
+        total = sum(len(members) for members in packs.values())
+        print(f"resuming from {folder.plan.name} and {len(finished)} trial file(s) of {total} configuration(s): "
+              f"{len(todo)} of {len(packs)} pack(s) to run" + (f", {len(rerun)} failed configuration(s) again"
+                                                               if retry_failed else ""))
+    if not todo:
+        return None
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
-    return tune.Tuner(trainable, param_space={"pack": tune.grid_search(list(packs))},
+    return tune.Tuner(trainable, param_space={"pack": tune.grid_search(todo)},
                       tune_config=tune_config, run_config=run_config)
 
 

@@ -6,17 +6,22 @@ the Optuna journal, Tune's own state, and the consolidated results.
     <storage>/<name>/trials/<id>.parquet   one file per finished trial configuration
     <storage>/<name>/pretrained/       one model per pretraining key, shared by all trials
     <storage>/<name>/optuna.journal    the Optuna study (search sweeps)
-    <storage>/<name>/tune/             Tune's experiment state (for Tuner.restore)
+    <storage>/<name>/tune/             Tune's experiment state (logs; not needed to resume)
     <storage>/<name>/results.parquet   every row, each trial once
+    <storage>/<name>/.driver.lock      held (flock) by the one driver running the sweep
 
 A trial's rows are written to a temporary name and renamed, so a file either holds a whole
 finished trial or does not exist: that is what makes resuming lose and duplicate nothing.
+A file that is there but unreadable anyway (a full disk, a copy cut short) is moved aside as
+`<id>.parquet.corrupt` and its configuration counts as not run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,9 +45,11 @@ class SweepFolder:
         self.tune = self.root / "tune"
         self.results = self.root / "results.parquet"
         self.plan = self.root / "packs.json"
+        self._lock: Any = None
 
     def begin(self, spec: SweepSpec, resume: bool) -> None:
-        """Create the folder for a new sweep, or check that a resumed one runs the same spec."""
+        """Create the folder for a new sweep, or check that a resumed one runs the same spec;
+        then take the folder's driver lock and clear what a crashed driver left half-written."""
         if self.spec_file.exists():
             if not resume:
                 raise SpecError(f"name: sweep {spec.name!r} already exists in {self.root}: add --resume to "
@@ -50,9 +57,47 @@ class SweepFolder:
             if yaml.safe_load(self.spec_file.read_text()) != spec.raw:
                 raise SpecError(f"name: the spec changed since sweep {spec.name!r} started in {self.root}; "
                                 f"resume it with the same spec, or give the changed one a new name")
-            return
-        self.trials.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.spec_file, lambda tmp: Path(tmp).write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
+        elif resume:  # most often a mistyped --storage: starting afresh would hide the real sweep
+            raise SpecError(f"--resume: there is no sweep {spec.name!r} in {self.root.parent} (no {self.spec_file.name}); "
+                            f"check --storage, or drop --resume to start it")
+        try:
+            self.trials.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            if not self.spec_file.exists():
+                _atomic_write(self.spec_file, lambda tmp: Path(tmp).write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
+        except PermissionError as exc:
+            raise SpecError(f"storage: cannot write in {exc.filename or self.root}: permission denied; "
+                            f"choose a writable --storage") from None
+        except OSError as exc:
+            if exc.errno in (30, 28):  # EROFS, ENOSPC: the user's storage, not a bug
+                raise SpecError(f"storage: cannot write in {self.root}: {exc.strerror}; choose another --storage") from None
+            raise
+        self._remove_temporaries()
+
+    def _take_lock(self) -> None:
+        """One driver per sweep folder: two would run the same configurations and race on the
+        results. flock is released by the kernel when the holder dies, so a crash never leaves
+        a stale lock behind."""
+        handle = open(self.root / ".driver.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SpecError(f"--resume: sweep {self.root.name!r} in {self.root.parent} is being run by {holder}; "
+                            f"wait for it to end (or stop it) before resuming") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self._lock = handle  # kept open: closing it would release the lock
+
+    def _remove_temporaries(self) -> None:
+        """A driver or worker killed mid-write leaves `.<name>.*.tmp`; the lock says no one
+        else is writing now."""
+        for folder in (self.root, self.trials):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def save_packs(self, packs: dict[str, tuple[dict[str, Any], ...]]) -> None:
         _atomic_write(self.plan, lambda tmp: Path(tmp).write_text(json.dumps(packs)))
@@ -64,9 +109,19 @@ class SweepFolder:
         return {label: tuple(members) for label, members in json.loads(self.plan.read_text()).items()}
 
     def rows(self, trial_id: str) -> list[dict[str, Any]] | None:
-        """The finished trial's rows, or None when it has not finished."""
-        path = self._trial_file(trial_id)
-        return pq.read_table(path).to_pylist() if path.exists() else None
+        """The finished trial's rows, or None when it has not finished (or its file was
+        unreadable, and is now moved aside)."""
+        table = self._read(self._trial_file(trial_id))
+        return None if table is None else table.to_pylist()
+
+    def finished(self) -> dict[str, list[dict[str, Any]]]:
+        """Every readable trial file's rows, by trial id."""
+        found = {}
+        for path in sorted(self.trials.glob("*.parquet")):
+            table = self._read(path)
+            if table is not None:
+                found[path.stem] = table.to_pylist()
+        return found
 
     def write_rows(self, trial_id: str, rows: list[dict[str, Any]]) -> Path:
         path = self._trial_file(trial_id)
@@ -75,22 +130,55 @@ class SweepFolder:
         return path
 
     def consolidate(self) -> pd.DataFrame:
-        """Every finished trial's rows in one file, each (trial, cycle) once, in a stable order."""
-        files = sorted(self.trials.glob("*.parquet"))
-        table = pa.concat_tables([pq.read_table(f).cast(SCHEMA) for f in files]) if files else SCHEMA.empty_table()
+        """Every finished trial's rows in one file, each (trial, cycle) once, in a stable order.
+        A configuration the previous results.parquet held but no trial file holds any more is
+        kept from it: the results file never shrinks."""
+        tables = [t for t in (self._read(f) for f in sorted(self.trials.glob("*.parquet"))) if t is not None]
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
         frame = table.to_pandas()
+        if self.results.exists():
+            try:
+                old = pq.read_table(self.results).cast(SCHEMA).to_pandas()
+            except (pa.ArrowException, OSError, ValueError):
+                old = None  # derived data: the trial files are the record
+            if old is not None:
+                frame = pd.concat([old[~old["trial_id"].isin(frame["trial_id"])], frame]) if len(old) else frame
         frame = frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
         out = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
         _atomic_write(self.results, lambda tmp: pq.write_table(out, tmp))
         return frame.reset_index(drop=True)
 
+    def _read(self, path: Path) -> pa.Table | None:
+        try:
+            return pq.read_table(path).cast(SCHEMA)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:  # another reader moved it first
+                pass
+            print(f"warning: {path} is unreadable ({str(exc).splitlines()[0][:120]}); moved aside to {aside.name}, "
+                  f"its configuration will run again", file=sys.stderr)
+            return None
+
     def _trial_file(self, trial_id: str) -> Path:
         return self.trials / f"{trial_id}.parquet"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001  (a callable taking the temporary path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file 0600 whatever the umask; a sweep folder on shared storage must be
+    # as readable as any file the user creates.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         write(tmp)
