@@ -1,4 +1,5 @@
-"""Magnitude threshold (Han et al. 2015; SPEC §4.2): mask |w| < factor × stat(|W|)."""
+"""Magnitude threshold (Han et al. 2015; SPEC §4.2): mask |w| < factor × stat, over the live
+weights, stat = mean(|w|) (`mean_abs`, the paper) or std(w) of the signed weights (`std`)."""
 
 from __future__ import annotations
 
