@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "every node shares)")
     sweep.add_argument("--address", help="join a running Ray cluster: auto, or HOST:PORT (default: embedded local Ray)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same spec")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="with --resume: run again the configurations whose rows say failed or error")
     sweep.add_argument("--dry-run", action="store_true", help="print the trials and the resource plan, run nothing")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
@@ -118,7 +121,12 @@ def set_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
-        settings[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        key = key.strip().replace("-", "_")
+        try:
+            settings[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:  # also an unsafe tag (!!python/...), which safe_load refuses
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"--set {key}: not valid YAML: {problem} (got {raw!r})") from None
     return settings
 
 
@@ -153,7 +161,10 @@ def _sweep(args: argparse.Namespace) -> int:
                         "(an NFS mount, say) at the same path")
     from prunerlib.sweep.runner import run_sweep
 
-    return run_sweep(spec, args.storage or "runs", address=args.address if remote else None, resume=args.resume)
+    again = ["prunerlib", "sweep", str(args.spec), "--storage", args.storage or "runs", "--resume",
+             *(["--address", args.address] if remote else []), *(f"--set={item}" for item in args.set)]
+    return run_sweep(spec, args.storage or "runs", address=args.address if remote else None, resume=args.resume,
+                     retry_failed=args.retry_failed, resume_command=shlex.join(again))
 
 
 def _data(args: argparse.Namespace) -> int:
