@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -139,12 +140,56 @@ def _run(args: argparse.Namespace) -> int:
     cfg = TrialConfig.from_dict(trial_settings(args))
     if cfg.data and not Path(cfg.data).exists():
         raise ConfigError(f"data: {cfg.data} does not exist")
+    check_out(args.out)
     rows = run_trial(cfg, Workdirs(pretrained=args.workdir / "pretrained"), progress=not args.quiet)
-    out = append_parquet(args.out, rows)
+    try:
+        out = append_parquet(args.out, rows)
+    except OSError as exc:  # the file system failed after the check: keep the rows anyway
+        print(f"prunerlib run: error: cannot write {args.out} ({exc.strerror or exc}); the trial's rows are saved "
+              f"in {_rescue(args.out, rows)}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(summarise(rows))
     print(f"{len(rows)} row(s) appended to {out}")
     return 0 if rows[-1]["status"] == "ok" else 1
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any training, an --out the rows could not be appended to."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prunerlib.records import SCHEMA
+
+    target = out.resolve()  # a symlink is written through
+    if target.is_dir():
+        raise ConfigError(f"--out: {out} is a folder; give a .parquet file path")
+    if target.exists():
+        try:
+            pq.read_table(target).cast(SCHEMA)  # what appending will do
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise ConfigError(f"--out: {out} is not a result file of this prunerlib ({str(exc).splitlines()[0][:100]}); "
+                              f"give another --out") from None
+    folder = next(p for p in target.parents if p.exists()) if not target.parent.exists() else target.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write in {folder} (read-only or not yours); give another --out")
+
+
+def _rescue(out: Path, rows: list[dict[str, Any]]) -> Path:
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from prunerlib.records import to_table
+
+    name = f"{out.name}.rescue-{uuid.uuid4().hex[:8]}.parquet"
+    for path in (out.resolve().with_name(name), Path.cwd() / name):
+        try:
+            pq.write_table(to_table(rows), path)
+            return path
+        except OSError:
+            continue
+    raise OSError(f"cannot save the rows beside {out} nor in {Path.cwd()}")
 
 
 def _sweep(args: argparse.Namespace) -> int:

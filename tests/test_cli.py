@@ -24,12 +24,30 @@ def prunerlib(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["run", "--set", "nonsense"], "--set"),
     (["run", "--config", "{tmp}/nope.yaml"], "config"),
     (["run", "--dataset", "catsdogs", "--data", "{tmp}"], "no recognisable"),
+    (["run", "--set", "angle_cutoff=.nan"], "angle_cutoff: must be a finite number"),
+    (["run", "--set", "threshold_factor=.inf"], "threshold_factor: must be a finite number"),
+    (["run", "--set", "max_acc_drop=.nan"], "max_acc_drop: must be a finite number"),
+    (["run", "--set", "data_seed=-3"], "data_seed"),
+    (["run", "--set", "val_frac=0", "--set", "pretrain_stop=fixed"], "val_frac"),
+    (["run", "--set", "seed=[1, 2"], "--set seed: not valid YAML"),
+    (["run", "--set", 'seed=!!python/object/apply:os.system ["id"]'], "--set seed: not valid YAML"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, named):
     result = prunerlib(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("override", ["seed=[1, 2", 'fixed=!!python/object/apply:os.system ["id"]'])
+def test_a_sweep_set_that_is_not_yaml_is_one_line_and_exit_2(tmp_path, override):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\ngrid: [{pruner: none}]\n")
+    result = prunerlib("sweep", str(spec), "--set", override, "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not valid YAML" in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
 def test_run_appends_rows_and_config_file_and_set_override(tmp_path):
