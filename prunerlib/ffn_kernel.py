@@ -8,9 +8,11 @@ step of the epoch, gather, forward, hand-written backward, gradient mask and Ada
 update, with the member's weights, moments and activations (~40 kB) staying in L1/L2.
 
 It is compiled on first use with the machine's C compiler (a second or so; the shared library
-is cached by source, flags and CPU) and loaded with ctypes. Without a compiler, or if the
-build fails, `load()` returns None and the population trains with its torch step instead.
-PRUNERLIB_FFN_KERNEL=0 switches the kernel off.
+is cached under $PRUNERLIB_CACHE by source, flags, compiler and CPU) and loaded with ctypes.
+A cached library is loaded only if it matches the SHA-256 recorded when it was built, and only
+from a cache folder no one else can write; otherwise it is rebuilt (see `load`). Without a
+compiler, or if the build fails, `load()` returns None and the population trains with its
+torch step instead. PRUNERLIB_FFN_KERNEL=0 switches the kernel off.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -337,23 +340,86 @@ def load() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), version, _cpu_id()]).encode()).hexdigest()[:16]
+        name = f"ffn_kernel_{key}.so"
         cache = Path(os.environ.get("PRUNERLIB_CACHE", Path.home() / ".cache" / "prunerlib"))  # as images.py
-        library = cache / f"ffn_kernel_{key}.so"
-        if not library.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                source = Path(tmp) / "ffn_kernel.c"
-                source.write_text(_SOURCE)
-                built = Path(tmp) / library.name
-                subprocess.run([compiler, *_FLAGS, str(source), "-o", str(built), "-lm"],
-                               check=True, capture_output=True, text=True, timeout=300)
-                os.replace(built, library)  # atomic: concurrent processes may build it too
-        lib = ctypes.CDLL(str(library))
+        if _private(cache):
+            library = cache / name
+            lib = _load_verified(library) or _build_and_publish(compiler, library)
+        else:
+            log.warning("FFN kernel: cache folder %s is writable by group/others or not owned by this user "
+                        "(PRUNERLIB_CACHE must be yours alone, chmod go-w); building in a private temporary "
+                        "folder instead", cache)
+            with tempfile.TemporaryDirectory(prefix="prunerlib-ffn-kernel-") as tmp:
+                library = _build(compiler, Path(tmp), name)
+                lib = ctypes.CDLL(str(library))
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or exc
         log.warning("FFN kernel unavailable, training with the torch step: %s", detail)
         return None
+    try:
+        epoch = lib.ffn_epoch
+    except AttributeError:  # not a library this module built
+        log.warning("FFN kernel: %s has no ffn_epoch; training with the torch step", library)
+        return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.ffn_epoch.argtypes = [i64] * 4 + [ptr] * 8 + [ptr] * 3 + [i64] * 3 + [ptr, ptr, i64, ptr, i64, ptr]
-    lib.ffn_epoch.restype = ctypes.c_int
+    epoch.argtypes = [i64] * 4 + [ptr] * 8 + [ptr] * 3 + [i64] * 3 + [ptr, ptr, i64, ptr, i64, ptr]
+    epoch.restype = ctypes.c_int
+    return lib
+
+
+# Every trial process runs whatever library the cache holds, so the cache is trusted only when
+# no one else can put files there, and a library only when it is byte for byte the one built:
+# its SHA-256 is recorded beside it (`<library>.sha256`) when it is built.
+
+def _private(folder: Path) -> bool:
+    """Whether `folder` exists (it is made if missing) and only this user can write it."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _record(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_verified(library: Path) -> ctypes.CDLL | None:
+    """The cached library if it matches its recorded SHA-256; None if it must be (re)built."""
+    try:
+        recorded = _record(library).read_text().strip()
+        actual = _sha256(library)
+    except FileNotFoundError:
+        return None  # first use here, or another process is between publishing the two files
+    if actual != recorded:
+        log.warning("FFN kernel: %s does not match the SHA-256 recorded when it was built; rebuilding it", library)
+        return None
+    return ctypes.CDLL(str(library))
+
+
+def _build(compiler: str, folder: Path, name: str) -> Path:
+    (folder / "ffn_kernel.c").write_text(_SOURCE)
+    subprocess.run([compiler, *_FLAGS, "ffn_kernel.c", "-o", name, "-lm"], cwd=folder,
+                   check=True, capture_output=True, text=True, timeout=300)
+    return folder / name
+
+
+def _build_and_publish(compiler: str, library: Path) -> ctypes.CDLL:
+    """Build into a private folder inside the cache, load that file (so what runs is what was
+    built), then publish the library and its record, each by an atomic rename. Concurrent
+    processes may build it too: the compiler's output is reproducible, so they publish the same
+    bytes; one reading between the two renames finds no matching record and builds its own."""
+    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+        built = _build(compiler, Path(tmp), library.name)
+        lib = ctypes.CDLL(str(built))
+        record = Path(tmp) / "record"
+        record.write_text(_sha256(built) + "\n")
+        record.chmod(0o644)  # whatever the umask: the record is what a library is checked against
+        os.replace(built, library)
+        os.replace(record, _record(library))
     return lib
