@@ -346,9 +346,9 @@ def load() -> ctypes.CDLL | None:
             library = cache / name
             lib = _load_verified(library) or _build_and_publish(compiler, library)
         else:
-            log.warning("FFN kernel: cache folder %s is writable by group/others or not owned by this user "
-                        "(PRUNERLIB_CACHE must be yours alone, chmod go-w); building in a private temporary "
-                        "folder instead", cache)
+            log.warning("FFN kernel: cache folder %s is writable by group/others, owned by another user or "
+                        "cannot be made (PRUNERLIB_CACHE must be yours alone: chmod go-w); building in a "
+                        "private temporary folder instead", cache)
             with tempfile.TemporaryDirectory(prefix="prunerlib-ffn-kernel-") as tmp:
                 library = _build(compiler, Path(tmp), name)
                 lib = ctypes.CDLL(str(library))
