@@ -1,4 +1,8 @@
-"""The one screen a sweep ends with: the best setting per pruner, and what failed."""
+"""The one screen a sweep ends with: the best setting per pruner, and what failed.
+
+"Best" is by validation accuracy: the test accuracy printed beside it is only reported, so it
+stays an unbiased estimate for the setting chosen (SPEC §5).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,20 @@ _REMOVED = {"distinctiveness": "units_removed_frac", "threshold": "weights_remov
 
 def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
     finals = frame[frame["final"]]
-    ok, failed = finals[finals["status"] == "ok"], finals[finals["status"] != "ok"]
-    lines = [f"sweep {spec.name}: {len(finals)} configuration(s) finished, {len(ok)} ok, {len(failed)} failed"]
+    ok = finals[finals["status"] == "ok"]
+    # failed: the trial's own result (diverged, bad data); error: a bug inside the trial.
+    errored = finals[finals["status"] == "error"]
+    failed = finals[(finals["status"] != "ok") & (finals["status"] != "error")]
+    lines = [f"sweep {spec.name}: {len(finals)} configuration(s) finished, {len(ok)} ok, {len(failed)} failed, "
+             f"{len(errored)} error"]
     if len(ok):
-        lines.append("best setting per pruner (mean over seeds of the final fine-tuned test accuracy):")
-        lines.append(f"  {'pruner':<24}{'setting':<34}{'accuracy':>16}{'removed':>20}{'seeds':>7}")
+        lines.append("best setting per pruner, chosen on validation accuracy (mean over seeds of the final "
+                     "fine-tuned accuracy; test reported beside it):")
+        lines.append(f"  {'pruner':<24}{'setting':<34}{'validation':>20}{'test':>20}{'removed':>20}"
+                     f"{'seeds':>7}")
         for pruner, rows in ok.groupby("pruner", sort=True):
             groups = rows.groupby([c for c in SETTING_COLUMNS if c != "pruner"], dropna=False)
-            stats = groups["acc_finetuned"].agg(["mean", "std", "count"])
-            best_key = stats["mean"].idxmax()
+            best_key = groups["val_acc_finetuned"].mean().idxmax()
             best = groups.get_group(best_key if isinstance(best_key, tuple) else (best_key,))
             row = best.iloc[0]
             method = row["match"] if pruner == "random" else pruner
@@ -31,13 +40,15 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
             removed = best[removed_col].mean()
             label = pruner if pruner != "random" else f"random~{row['match']}"
             lines.append(
-                f"  {label:<24}{_setting(row):<34}{_pct(best['acc_finetuned'].mean(), best['acc_finetuned'].std()):>16}"
+                f"  {label:<24}{_setting(row):<34}{'val ' + _pct(best['val_acc_finetuned']):>20}"
+                f"{'test ' + _pct(best['acc_finetuned']):>20}"
                 f"{removed_col.split('_')[0] + ' ' + ('-' if pd.isna(removed) else f'{100 * removed:.1f}%'):>20}"
                 f"{len(best):>7}")
-    for _, row in failed.head(5).iterrows():
-        lines.append(f"  failed {row['trial_id']} ({row['pruner']}, seed {row['seed']}): {row['error']}")
-    if len(failed) > 5:
-        lines.append(f"  ... and {len(failed) - 5} more failed (status == 'failed' in the results)")
+    for status, rows in (("error", errored), ("failed", failed)):
+        for _, row in rows.head(5).iterrows():
+            lines.append(f"  {status} {row['trial_id']} ({row['pruner']}, seed {row['seed']}): {row['error']}")
+        if len(rows) > 5:
+            lines.append(f"  ... and {len(rows) - 5} more {status} (status == '{status}' in the results)")
     return "\n".join(lines)
 
 
@@ -52,5 +63,6 @@ def _setting(row: pd.Series) -> str:
     return " ".join(parts) or "-"
 
 
-def _pct(mean: float, std: float) -> str:
+def _pct(values: pd.Series) -> str:
+    mean, std = values.mean(), values.std()
     return f"{100 * mean:.2f}%" + ("" if pd.isna(std) else f" ± {100 * std:.2f}")
