@@ -21,7 +21,7 @@ from torch import nn
 from prunerlib.batched import Population, StageResult, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError, is_environment_fault
+from prunerlib.errors import ConfigError, DataError, EnvironmentFault, is_environment_fault
 from prunerlib.models import build_model
 from prunerlib.pipeline import (TrialState, Workdirs, failed_rows, finetune_seed, identity_columns,
                                 resolve_device, run_trial)
@@ -107,6 +107,7 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
     _check_settings(cfgs, data)
     states: dict[int, TrialState] = {}
     pretrain_failures: dict[str, Exception] = {}
+    limit = [len(cfgs) * 2]  # members per fine-tuning step (shadows included); halved on out-of-memory
 
     def fail(i: int, exc: Exception) -> None:
         # As in run_trial: the machine's faults are retried, never recorded.
@@ -147,7 +148,7 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
         # A random control's shadow (its method's own trajectory) trains beside it as one more
         # member; it fails with its control.
         tuned = [(i, state) for i in tuning for state in states[i].tuned()]
-        stage = _finetune([state for _, state in tuned], data, cycle, progress)
+        stage = _finetune_in_parts([state for _, state in tuned], data, cycle, progress, limit)
         share = stage.wall_s / len(tuning)
         failures = {tuned[pos][0]: failure for pos, failure in stage.failures.items()}
         for i in tuning:
@@ -160,6 +161,48 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
                     finish(i)
             except Exception as exc:  # noqa: BLE001
                 fail(i, exc)
+
+
+def _finetune_in_parts(states: list[TrialState], data: Data, cycle: int, progress: bool,
+                       limit: list[int]) -> StageResult:
+    """`_finetune` in parts of at most `limit[0]` members. Out of memory, the part is halved
+    and tried again (members' models change only once their part has finished, so a retry
+    starts from the same weights), and the smaller size is kept for later cycles. A member
+    that does not fit alone is the machine's limit, not the configuration's: an
+    EnvironmentFault for the sweep to retry elsewhere, never a row."""
+    wall, failures, at = 0.0, {}, 0
+    while at < len(states):
+        part = states[at:at + limit[0]]
+        try:
+            stage = _finetune(part, data, cycle, progress)
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+            device = data.train_x.device
+            if len(part) == 1:
+                raise EnvironmentFault(f"out of {device.type} memory fine-tuning one {part[0].cfg.model} alone "
+                                       f"(config {part[0].cfg.config_hash()}): {str(exc).splitlines()[0][:160]}") from exc
+            _free_memory(device)
+            limit[0] = max(1, len(part) // 2)
+            log.warning("out of %s memory fine-tuning %d members; retrying %d at a time",
+                        device.type, len(part), limit[0])
+            continue
+        wall += stage.wall_s
+        failures.update({at + pos: failure for pos, failure in stage.failures.items()})
+        at += len(part)
+    return StageResult(wall, failures)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()  # drop the failed attempt's stacked tensors before the allocator is asked to let go
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _finetune(states: list[TrialState], data: Data, cycle: int, progress: bool) -> StageResult:

@@ -313,3 +313,43 @@ def test_a_fractional_gpu_trial_sizes_its_pack_from_its_share_of_the_gpu(monkeyp
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 * 2**30, 16 * 2**30))
     assert pack_size_for(cfg, "cuda", gpu_share=0.25) == int(0.8 * 4 * 2**30) // per_member
     assert pack_size_for(cfg, "cuda") == int(0.8 * 12 * 2**30) // per_member
+
+
+def _oom_above(monkeypatch, most: int) -> list[int]:
+    """A fault hook: fine-tuning more than `most` members at once runs out of memory, as a GPU
+    would. Returns the sizes of the populations that were tried."""
+    tried = []
+    real = population.train_population
+
+    def limited(pop, data, seeds, **kwargs):
+        tried.append(len(seeds))
+        if tried[-1] > most:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(pop, data, seeds, **kwargs)
+
+    monkeypatch.setattr(population, "train_population", limited)
+    return tried
+
+
+def test_out_of_memory_splits_the_population_and_every_member_still_gets_its_single_run(tmp_path, monkeypatch):
+    cfgs = [ffn_config(pruner="threshold", threshold_factor=f, cycles=2) for f in (0.5, 0.75, 1.0, 1.25, 1.5)]
+    single = [run_trial(cfg, Workdirs(tmp_path / "single"), trial_id=f"t{i}", progress=False)
+              for i, cfg in enumerate(cfgs)]
+    tried = _oom_above(monkeypatch, most=2)
+    packed = run_pack(cfgs, Workdirs(tmp_path / "pack"), trial_ids=[f"t{i}" for i in range(len(cfgs))])
+    # 5 fails, 2 fits, then 2 and 1; cycle 2 starts at the size that fitted.
+    assert tried == [5, 2, 2, 1, 2, 2, 1]
+    for a, b in zip(single, packed):
+        _assert_rows_match(a, b, n_test=120)
+    assert {r["status"] for rows in packed for r in rows} == {"ok"}
+
+
+def test_a_member_that_does_not_fit_alone_is_a_fault_of_the_machine_not_a_row(tmp_path, monkeypatch):
+    from prunerlib.errors import EnvironmentFault
+
+    cfgs = [ffn_config(pruner="threshold", threshold_factor=f) for f in (0.5, 1.0)]
+    _oom_above(monkeypatch, most=0)
+    handed = []
+    with pytest.raises(EnvironmentFault, match="out of cpu memory fine-tuning one ffn alone"):
+        run_pack(cfgs, Workdirs(tmp_path), on_member_done=lambda i, rows: handed.append(rows))
+    assert handed == []
