@@ -20,7 +20,7 @@ from analysis.paper_tables import write_tables  # noqa: E402
 from analysis.pareto import Figure, make_figures  # noqa: E402
 from analysis.results import Results, load_results, run_cli  # noqa: E402
 from analysis.tables import (DATASET_NAMES, SETTING_COLUMNS, Table, as_text, claim_sentences, column,  # noqa: E402
-                             final_ok, to_markdown)
+                             comparison_family, final_ok, to_markdown)
 
 TABLE_ORDER = ("table1", "table2", "table3", "comparison", "all_settings")
 
@@ -150,6 +150,11 @@ METHOD_NOTES = (
     "cutoff / factor / filter counts).",
     "Paired difference = method − control on the same seed; 95% CI = mean ± t(0.975, n − 1) · sd / √n "
     "(Student's t, computed exactly); with one pair there is no CI.",
+    "Multiple comparisons: each paired difference with two or more pairs gets a two-sided paired t test "
+    "(exact t distribution), and the p-values of every such comparison in the report — the honest comparison "
+    "table and the all-settings table's differences against none, each comparison once — are adjusted together by "
+    "Holm–Bonferroni, so all verdicts together are wrong with probability at most 5%. Verdicts use the adjusted "
+    "p-value; the 95% CIs are each comparison's own.",
     "Figures share one sparsity axis across pruners: the share of all weights and biases that are zero after "
     "pruning (1 − params_nonzero / params_total). Theoretical speedup = dense FLOPs / FLOPs of the compacted, "
     "pruned network (PyTorch's FLOP counter).",
@@ -170,7 +175,8 @@ def _figure_section(figures: Iterable[Figure]) -> list[str]:
 
 def render_report(results: Results, tables: list[Table], figures: list[Figure], skipped: list[str]) -> str:
     by_name = {t.name: t for t in tables}
-    claims = claim_sentences(results.frame)
+    family = comparison_family(results.frame)
+    claims = claim_sentences(results.frame, family)
     lines = [
         "# Pruning sweep report",
         "",
@@ -188,6 +194,9 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
         "",
         "The paper compares fine-tuned against pretrained accuracy and reports a gain of about 3%. That gain mixes "
         "the effect of pruning with the effect of training longer; the `none` control separates them.",
+        "",
+        f"Each verdict below is tested with {family.words()}: a claim is supported only when its adjusted "
+        "p-value is below 0.05.",
         "",
         *([f"- {claim}" for claim in claims] or ["- No method row has trials: nothing to judge."]),
         "",

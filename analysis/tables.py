@@ -117,6 +117,30 @@ def _t_central(t: float, df: int) -> float:
     return sin * total
 
 
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with integer df >= 1 (exact, from `_t_central`)."""
+    if df < 1:
+        raise ValueError(f"t_cdf needs df >= 1, got df={df}")
+    half = _t_central(abs(t), df) / 2
+    return 0.5 + half if t >= 0 else 0.5 - half
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|): the p-value of a two-sided t test."""
+    return max(0.0, 1.0 - _t_central(abs(t), df)) if math.isfinite(t) else 0.0
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: the i-th smallest is multiplied by
+    (m − i + 1), and no adjusted value is below one ranked before it. Rejecting those < α keeps the
+    family-wise error at α for any dependence between the tests."""
+    m, adjusted, running = len(pvalues), [math.nan] * len(pvalues), 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def t_quantile(p: float, df: int) -> float:
     """Quantile of Student's t (p in (0.5, 1), integer df >= 1), by bisection on `_t_central`;
     scipy is not a dependency, and a sample of seeds always has an integer df."""
@@ -660,10 +684,54 @@ class Difference:
     values: pd.Series
     paper: float | None = None
     budget_mismatches: int = 0
+    trials: tuple[str, ...] = ()  # the method's trial ids: with `against`, what makes two comparisons one
 
     @property
     def stats(self) -> Stats:
         return Stats.of(self.values)
+
+    @property
+    def p(self) -> float:
+        """Two-sided paired t test of 'no difference'; nan with fewer than two pairs."""
+        stats = self.stats
+        if stats.n < 2:
+            return math.nan
+        if stats.std == 0:  # every pair differs by the same amount: no chance variation left
+            return 1.0 if stats.mean == 0 else 0.0
+        return t_two_sided_p(stats.mean / (stats.std / math.sqrt(stats.n)), stats.n - 1)
+
+    @property
+    def key(self) -> tuple[tuple[str, ...], str]:
+        return self.trials, self.against
+
+
+ALPHA = 0.05  # family-wise error of the report's verdicts, all together
+
+
+@dataclass(frozen=True)
+class Family:
+    """The report's paired comparisons as one family of claims. Dozens of comparisons at 5%
+    each would make about one in twenty 'significant' by chance, so every verdict uses its
+    Holm-adjusted p-value: all verdicts together are wrong with probability at most ALPHA.
+    Comparisons with one pair have no test and are not in the family."""
+
+    adjusted_p: Mapping[tuple[tuple[str, ...], str], float]
+
+    @classmethod
+    def of(cls, diffs: Iterable[Difference]) -> Family:
+        tested = {d.key: d.p for d in diffs if d.stats.n >= 2}  # the same comparison twice counts once
+        return cls(dict(zip(tested, holm(list(tested.values())))))
+
+    @property
+    def size(self) -> int:
+        return len(self.adjusted_p)
+
+    def adjusted(self, diff: Difference) -> float:
+        return self.adjusted_p.get(diff.key, math.nan)
+
+    def words(self) -> str:
+        return (f"Holm–Bonferroni over the report's {self.size} paired comparisons with two or more seeds "
+                f"(family-wise error {ALPHA:.0%})")
 
 
 def differences(ok: pd.DataFrame, rows: pd.DataFrame, paper_gain: float | None = None) -> list[Difference]:
@@ -671,24 +739,51 @@ def differences(ok: pd.DataFrame, rows: pd.DataFrame, paper_gain: float | None =
     (fine-tuned − none control, − random control, on the same seeds)."""
     arms = Arms.of(ok, rows)
     none, rand = paired_differences(arms.none), paired_differences(arms.random)
+    trials = _trial_ids(rows)
     return [
-        Difference("pretrained", within_differences(rows), paper_gain),
-        Difference("none", none["diff"], budget_mismatches=int(none["same_budget"].eq(False).sum())),
-        Difference("random", rand["diff"]),
+        Difference("pretrained", within_differences(rows), paper_gain, trials=trials),
+        Difference("none", none["diff"], budget_mismatches=int(none["same_budget"].eq(False).sum()), trials=trials),
+        Difference("random", rand["diff"], trials=trials),
     ]
 
 
-def _verdict(stats: Stats) -> str:
+def _trial_ids(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted(rows["trial_id"].map(as_text)))
+
+
+def none_difference(ok: pd.DataFrame, rows: pd.DataFrame) -> Difference:
+    """A setting's fine-tuned accuracy against the none control on the same seeds (all-settings table)."""
+    if rows.iloc[0]["pruner"] == "none":
+        return Difference("none", pd.Series([], dtype=float), trials=_trial_ids(rows))
+    return Difference("none", paired_differences(pair(rows, none_controls(ok)))["diff"], trials=_trial_ids(rows))
+
+
+def comparison_family(df: pd.DataFrame) -> Family:
+    """Every paired comparison the report shows: the honest comparison table's rows and the
+    all-settings table's differences against none (a setting that is also a table cell once)."""
+    ok = final_ok(df)
+    diffs = [none_difference(ok, rows) for rows in setting_groups(ok)]
+    if "acc_pretrain" in ok.columns:
+        diffs += [d for _, cell, gain in comparison_cells(ok) for d in differences(ok, cell.rows, gain)]
+    return Family.of(diffs)
+
+
+def _verdict(diff: Difference, family: Family) -> str:
+    """The direction of a difference when it survives the Holm correction."""
+    stats = diff.stats
     if stats.n == 0:
         return "no paired trials"
-    interval = stats.ci()
-    if interval is None:
-        return "n=1, no CI"
-    if interval[0] > 0:
-        return "higher"
-    if interval[1] < 0:
-        return "lower"
-    return "no detectable difference"
+    if stats.n == 1:
+        return "n=1, not tested"
+    if family.adjusted(diff) < ALPHA:
+        return f"{'higher' if stats.mean > 0 else 'lower'} (supported after Holm correction)"
+    return "not supported"
+
+
+def fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
 _AGAINST = {"pretrained": "fine-tuned − pretrained (the paper's comparison)",
@@ -706,13 +801,14 @@ def comparison_cells(ok: pd.DataFrame) -> list[tuple[str, Cell, float | None]]:
     return [(table, cell, gain) for table, cell, gain in cells if not cell.rows.empty]
 
 
-def comparison_table(df: pd.DataFrame) -> Table:
+def comparison_table(df: pd.DataFrame, family: Family | None = None) -> Table:
     _require(df, ("acc_pretrain",), "Honest comparison")
     ok = final_ok(df)
     cells = comparison_cells(ok)
     if not cells:
         raise MissingData("Honest comparison: no final ok rows for any method cell of Tables 1 or 3 "
                           "(or the columns those tables need are missing)")
+    family = family or comparison_family(df)
     records = []
     for table, cell, gain in cells:
         for diff in differences(ok, cell.rows, gain):
@@ -721,66 +817,76 @@ def comparison_table(df: pd.DataFrame) -> Table:
                 "Table": table, "Row": cell.title, "Comparison": _AGAINST[diff.against],
                 "n": stats.n, "mean": stats.mean, "std": stats.std,
                 "ci_low": interval[0] if interval else math.nan, "ci_high": interval[1] if interval else math.nan,
+                "p": diff.p, "p_holm": family.adjusted(diff),
                 "paper": math.nan if diff.paper is None else diff.paper,
-                "budget_mismatches": diff.budget_mismatches, "verdict": _verdict(stats),
+                "budget_mismatches": diff.budget_mismatches, "verdict": _verdict(diff, family),
             })
     data = pd.DataFrame(records)
     display = pd.DataFrame([{
         "Table": r["Table"], "Row": r["Row"], "Comparison": r["Comparison"], "n": str(r["n"]),
         "Mean difference (pp)": fmt_signed(r["mean"]),
         "95% CI (pp)": fmt_ci(Stats(int(r["n"]), r["mean"], r["std"])),
+        "p (Holm)": fmt_p(r["p_holm"]),
         "Paper (pp)": fmt_signed(r["paper"]),
         "Verdict": r["verdict"],
     } for _, r in data.iterrows()])
     notes = ("Paired differences in percentage points, fine-tuned test accuracy. A method trial pairs with the "
              "control trials of the same data, seed, network and pretraining; "
-             "95% CI = mean ± t(0.975, n−1)·sd/√n.",
+             "95% CI = mean ± t(0.975, n−1)·sd/√n, for each comparison on its own.",
+             f"p (Holm): two-sided paired t test, adjusted by {family.words()}. A verdict names the direction "
+             f"only when that adjusted p < {ALPHA:g}; otherwise the difference is not supported, even where its own "
+             "95% CI excludes 0.",
              *(f"{r['Row']}: {int(r['budget_mismatches'])} none-control pair(s) ran a different number of "
                "fine-tuning epochs" for _, r in data.iterrows() if r["budget_mismatches"]))
     return Table("comparison", "Honest comparison — does pruning improve accuracy?", data, display, notes)
 
 
-def _interval_words(stats: Stats) -> str:
-    interval = stats.ci()
+def _interval_words(diff: Difference, family: Family) -> str:
+    stats, interval = diff.stats, diff.stats.ci()
     if interval is None:
         return f"{fmt_signed(stats.mean)} pp (n={stats.n}, no CI)"
-    return f"{fmt_signed(stats.mean)} pp (95% CI {fmt_signed(interval[0])} to {fmt_signed(interval[1])}, n={stats.n})"
+    return (f"{fmt_signed(stats.mean)} pp (95% CI {fmt_signed(interval[0])} to {fmt_signed(interval[1])}, "
+            f"n={stats.n}, Holm-adjusted p {fmt_p(family.adjusted(diff))})")
 
 
-def claim_sentence(title: str, diffs: Sequence[Difference]) -> str:
-    """Whether 'pruning improves accuracy' holds for one table row, in words."""
+def claim_sentence(title: str, diffs: Sequence[Difference], family: Family) -> str:
+    """Whether 'pruning improves accuracy' holds for one table row, in words; a verdict holds
+    only after the Holm correction over the report's whole family of comparisons."""
     by = {d.against: d for d in diffs}
-    gain, none, rand = by["pretrained"], by["none"].stats, by["random"].stats
+    gain, none, rand = by["pretrained"], by["none"], by["random"]
     paper = f"; paper {fmt_signed(gain.paper)} pp" if gain.paper is not None else ""
-    text = [f"**{title}**: fine-tuned minus pretrained (the paper's comparison), {_interval_words(gain.stats)}{paper}."]
-    verdict = _verdict(none)
-    if verdict == "higher":
-        text.append(f"Against the `none` control trained for the same epochs, {_interval_words(none)}: "
-                    "the claim that pruning improves accuracy **holds** here.")
-    elif verdict == "lower":
-        text.append(f"Against the `none` control trained for the same epochs, {_interval_words(none)}: "
-                    "the claim **does not hold** — pruning costs accuracy.")
-    elif verdict == "no detectable difference":
-        text.append(f"Against the `none` control trained for the same epochs, {_interval_words(none)}: "
-                    "the claim is **not supported** — no detectable difference from simply training longer.")
-    elif verdict == "n=1, no CI":
-        text.append(f"Against the `none` control, {_interval_words(none)}: **cannot be judged** from one seed.")
+    over = f"after Holm correction over {family.size} comparisons"
+    text = [f"**{title}**: fine-tuned minus pretrained (the paper's comparison), "
+            f"{_interval_words(gain, family)}{paper}."]
+    verdict = _verdict(none, family)
+    against = f"Against the `none` control trained for the same epochs, {_interval_words(none, family)}: "
+    if verdict.startswith("higher"):
+        text.append(against + f"the claim that pruning improves accuracy **holds**: supported {over}.")
+    elif verdict.startswith("lower"):
+        text.append(against + f"the claim **does not hold** — pruning costs accuracy (supported {over}).")
+    elif verdict == "not supported":
+        text.append(against + f"the claim is **not supported** {over} — no difference from simply training "
+                    "longer survives it.")
+    elif verdict == "n=1, not tested":
+        text.append(f"Against the `none` control, {_interval_words(none, family)}: **cannot be judged** from one seed.")
     else:
         text.append("There is no paired `none` control: the claim **cannot be judged**.")
-    if rand.n:
-        criterion = {"higher": "the pruning criterion beats random removal",
-                     "lower": "random removal does better than the criterion",
-                     "no detectable difference": "the criterion makes no detectable difference",
-                     "n=1, no CI": "one seed only"}[_verdict(rand)]
-        text.append(f"Against `random` removal at the same sparsity, {_interval_words(rand)}: {criterion}.")
+    if rand.stats.n:
+        criterion = {"n=1, not tested": "one seed only",
+                     "not supported": "no difference from random removal survives the Holm correction",
+                     "higher": f"the pruning criterion beats random removal (supported {over})",
+                     "lower": f"random removal does better than the criterion (supported {over})",
+                     }[_verdict(rand, family).split(" (")[0]]
+        text.append(f"Against `random` removal at the same sparsity, {_interval_words(rand, family)}: {criterion}.")
     return " ".join(text)
 
 
-def claim_sentences(df: pd.DataFrame) -> list[str]:
+def claim_sentences(df: pd.DataFrame, family: Family | None = None) -> list[str]:
     ok = final_ok(df)
     if "acc_pretrain" not in ok.columns:
         return []
-    return [claim_sentence(f"{table}, {cell.title}", differences(ok, cell.rows, gain))
+    family = family or comparison_family(df)
+    return [claim_sentence(f"{table}, {cell.title}", differences(ok, cell.rows, gain), family)
             for table, cell, gain in comparison_cells(ok)]
 
 
@@ -792,13 +898,13 @@ _SETTING_VALUES = (("Pretrained acc. (%)", "acc_pretrain", 100), ("Fine-tuned ac
                    ("Speedup (×)", "theoretical_speedup", 1))
 
 
-def all_settings_table(df: pd.DataFrame) -> Table:
+def all_settings_table(df: pd.DataFrame, family: Family | None = None) -> Table:
     ok = final_ok(df)
     groups = setting_groups(ok)
     if not groups:
         raise MissingData("All settings: no final ok rows")
+    family = family or comparison_family(df)
     extra = {dataset: varying_columns(rows) for dataset, rows in ok.groupby("dataset")}
-    nones = none_controls(ok)
     records, display = [], []
     for rows in groups:
         first = rows.iloc[0]
@@ -810,17 +916,19 @@ def all_settings_table(df: pd.DataFrame) -> Table:
             stats = Stats.of(scale * pd.to_numeric(column(rows, name), errors="coerce"))
             record |= {f"{name}_mean": stats.mean, f"{name}_std": stats.std}
             shown[title] = fmt_stats(stats, with_n=False)
-        delta = (Stats.of(paired_differences(pair(rows, nones))["diff"]) if first["pruner"] != "none"
-                 else Stats(0, math.nan, math.nan))
-        interval = delta.ci()
+        diff = none_difference(ok, rows)
+        delta, interval = diff.stats, diff.stats.ci()
         record |= {"delta_none_n": delta.n, "delta_none_mean": delta.mean,
                    "delta_none_ci_low": interval[0] if interval else math.nan,
-                   "delta_none_ci_high": interval[1] if interval else math.nan}
+                   "delta_none_ci_high": interval[1] if interval else math.nan,
+                   "delta_none_p": diff.p, "delta_none_p_holm": family.adjusted(diff)}
         shown["Δ acc. vs none (pp), 95% CI"] = (f"{fmt_signed(delta.mean)} {fmt_ci(delta)}" if delta.n else "—")
+        shown["p vs none (Holm)"] = fmt_p(family.adjusted(diff))
         records.append(record)
         display.append(shown)
     notes = ("Every setting in the results (final cycle of each successful trial), mean ± sample std over seeds. "
-             "Δ vs none: paired fine-tuned accuracy difference against the none control on the same seeds.",)
+             "Δ vs none: paired fine-tuned accuracy difference against the none control on the same seeds, with its "
+             f"own 95% CI and its p-value adjusted by {family.words()}; only p < {ALPHA:g} is a supported difference.",)
     return Table("all_settings", "All settings", pd.DataFrame(records), pd.DataFrame(display), notes)
 
 
@@ -832,9 +940,10 @@ TABLE_BUILDERS: tuple[Callable[[pd.DataFrame], Table], ...] = (table1, table2, t
 def build_tables(df: pd.DataFrame) -> tuple[list[Table], list[str]]:
     """Every table that can be built, and one message per table that cannot."""
     tables, skipped = [], []
+    family = comparison_family(df)  # one family for every table's p-values
     for builder in TABLE_BUILDERS:
         try:
-            tables.append(builder(df))
+            tables.append(builder(df, family) if builder in (comparison_table, all_settings_table) else builder(df))
         except MissingData as exc:
             skipped.append(str(exc))
     return tables, skipped

@@ -56,6 +56,8 @@ def test_report_gives_provenance_failures_and_verdicts(report):
     assert "Failed trials: **1** of" in text and "RuntimeError: loss diverged" in text
     assert "Compute time" in text and "```yaml\nname: handmade\nseeds: [0, 1, 2]\n```" in text
     assert "**Table 1, 40 attr., Distinctiveness (15°)**" in text and "is **not supported**" in text
+    assert "Holm–Bonferroni over the report's 7 paired comparisons with two or more seeds (family-wise error 5%)" in text
+    assert "not supported after Holm correction over 7 comparisons" in text.replace("**", "")
     assert "copying error" in text and "VGG16" in text
 
 

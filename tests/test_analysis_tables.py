@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.tables import (Difference, MissingData, Stats, all_settings_table, build_tables, claim_sentence,
-                             comparison_table, fmt_ci, fmt_stats, latex_escape, pair, t_quantile, table1, table2,
-                             table3, to_latex, to_markdown)
+from analysis.tables import (Difference, Family, MissingData, Stats, all_settings_table, build_tables,
+                             claim_sentence, comparison_family, comparison_table, fmt_ci, fmt_stats, holm,
+                             latex_escape, pair, t_cdf, t_quantile, table1, table2, table3, to_latex, to_markdown)
 from tests.analysis_rows import write_results
 
 T_2 = 4.302653  # t(0.975, 2 df), from a printed t table
@@ -40,6 +40,36 @@ def test_t_quantile_other_levels_and_bad_input():
     assert t_quantile(0.995, 5) == pytest.approx(4.032143, abs=1e-5)
     with pytest.raises(ValueError):
         t_quantile(0.975, 0)
+
+
+# Upper tails P(T > t), from the regularised incomplete beta function I_{df/(df+t²)}(df/2, 1/2) / 2
+# evaluated by mpmath at 30 digits (an independent method from the series in tables.py).
+@pytest.mark.parametrize("t, df, upper", [(2.0, 10, 0.0366940173854), (3.0, 5, 0.0150496239487),
+                                          (0.5, 3, 0.325723982424), (4.0, 2, 0.028595479209), (1.0, 1, 0.25),
+                                          (2.5, 29, 0.00916267216921), (6.0, 4, 0.00194126852348)])
+def test_t_cdf_matches_the_incomplete_beta_function(t, df, upper):
+    assert 1 - t_cdf(t, df) == pytest.approx(upper, rel=1e-9)
+    assert t_cdf(-t, df) == pytest.approx(upper, rel=1e-9)
+
+
+def test_t_cdf_inverts_t_quantile():
+    assert t_cdf(0.0, 7) == 0.5
+    assert t_cdf(t_quantile(0.975, 4), 4) == pytest.approx(0.975, abs=1e-12)
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    # sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 → running max
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+def test_paired_p_value_is_the_two_sided_t_test():
+    # −1, +1, +4: t = (4/3) / (sd/√3); with 2 df, P(|T| ≤ t) = t / √(t² + 2) exactly
+    t = (4 / 3) / (math.sqrt(114 / 18) / math.sqrt(3))
+    assert Difference("none", pd.Series([-1.0, 1.0, 4.0])).p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    assert math.isnan(Difference("none", pd.Series([4.0])).p)
+    assert Difference("none", pd.Series([2.0, 2.0])).p == 0.0  # no spread at all: nothing is chance
+    assert Difference("none", pd.Series([0.0, 0.0])).p == 1.0
 
 
 def test_stats_mean_sample_std_and_ci():
@@ -127,7 +157,7 @@ def test_paired_differences_and_cis(results):
     assert none["n"] == 3 and none["mean"] == pytest.approx(4 / 3) and none["std"] == pytest.approx(sd)
     assert none["ci_low"] == pytest.approx(4 / 3 - T_2 * sd / math.sqrt(3), abs=1e-4)
     assert none["ci_high"] == pytest.approx(4 / 3 + T_2 * sd / math.sqrt(3), abs=1e-4)
-    assert none["verdict"] == "no detectable difference"
+    assert none["verdict"] == "not supported"
     # against random at 15°: 80−79, 84−80, 86−78 = 1, 4, 8; sd² = (100 + 1 + 121) / 9 / 2
     sd = math.sqrt(222 / 18)
     assert rand["mean"] == pytest.approx(13 / 3) and rand["std"] == pytest.approx(sd)
@@ -139,7 +169,7 @@ def test_one_pair_has_no_ci_and_a_budget_mismatch_is_reported(results):
     thr = data[data["Row"].str.startswith("40 attr., Threshold") & data["Comparison"].str.startswith("method − none")]
     thr = thr.iloc[0]
     assert thr["n"] == 1 and thr["mean"] == pytest.approx(4.0) and math.isnan(thr["ci_low"])
-    assert thr["verdict"] == "n=1, no CI"
+    assert thr["verdict"] == "n=1, not tested"
     assert thr["budget_mismatches"] == 1  # 2 cycles × 30 fine-tune epochs against the control's 30
 
 
@@ -159,15 +189,52 @@ def test_pairing_needs_the_same_seed_data_and_training(results):
 
 
 def test_claim_sentences_say_whether_pruning_helps():
-    def diffs(values):
-        return [Difference("pretrained", pd.Series([3.0, 3.1, 2.9]), 3.13), Difference("none", pd.Series(values)),
-                Difference("random", pd.Series([], dtype=float))]
+    def sentence(values):
+        diffs = [Difference("pretrained", pd.Series([3.0, 3.1, 2.9]), 3.13, trials=("a",)),
+                 Difference("none", pd.Series(values), trials=("a",)),
+                 Difference("random", pd.Series([], dtype=float), trials=("a",))]
+        return claim_sentence("row", diffs, Family.of(diffs))
 
-    assert "**holds**" in claim_sentence("row", diffs([2.0, 2.5, 3.0]))
-    assert "**does not hold**" in claim_sentence("row", diffs([-2.0, -2.5, -3.0]))
-    assert "**not supported**" in claim_sentence("row", diffs([-1.0, 1.0, 4.0]))
-    assert "cannot be judged" in claim_sentence("row", diffs([4.0]))
-    assert "cannot be judged" in claim_sentence("row", diffs([]))
+    assert "**holds**: supported after Holm correction over 2 comparisons" in sentence([2.0, 2.5, 3.0])
+    assert "**does not hold**" in sentence([-2.0, -2.5, -3.0])
+    assert "**not supported** after Holm correction over 2 comparisons" in sentence([-1.0, 1.0, 4.0])
+    assert "cannot be judged" in sentence([4.0])
+    assert "cannot be judged" in sentence([])
+
+
+def test_one_gain_among_many_null_comparisons_is_not_supported_after_holm():
+    # +1.1 pp over 5 seeds, p ≈ 0.03 alone: its 95% CI excludes 0, as one in ~30 null rows' would by chance
+    gain = [Difference("pretrained", pd.Series([0.1, -0.2, 0.0, 0.3, -0.1]), trials=("a",)),
+            Difference("none", pd.Series([1.0, 2.0, 1.0, 1.5, 0.0]), trials=("a",)),
+            Difference("random", pd.Series([], dtype=float), trials=("a",))]
+    assert gain[1].stats.ci()[0] > 0 and 0.025 < gain[1].p < 0.035
+    nulls = [Difference("none", pd.Series([1.0, -1.0, 0.5, -0.5, 0.2 * k]), trials=(f"n{k}",)) for k in range(28)]
+    family = Family.of([*gain, *nulls])
+    assert family.size == 30 and family.adjusted(gain[1]) == pytest.approx(30 * gain[1].p)
+    text = claim_sentence("row", gain, family)
+    assert "**not supported** after Holm correction over 30 comparisons" in text and "**holds**" not in text
+
+
+def test_the_family_is_every_paired_comparison_in_the_report_once(results):
+    family = comparison_family(results)
+    # comparison table: 40 attr. distinctiveness against pretrained / none / random (n=3), Dist. Model against
+    # pretrained / none (n=2); all settings adds random 15° and random 25° against none (n=3). The threshold
+    # row has one seed and no test; the distinctiveness settings' Δ vs none is the comparison table's, once.
+    assert family.size == 7
+    table = comparison_table(results)
+    data = table.data
+    dist = data[data["Row"].str.startswith("40 attr., Distinctiveness")
+                & data["Comparison"].str.startswith("method − none")].iloc[0]
+    t = (4 / 3) / (math.sqrt(114 / 18) / math.sqrt(3))
+    assert dist["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2)) and dist["p_holm"] >= dist["p"]
+    assert dist["verdict"] == "not supported"
+    thr = data[data["Row"].str.startswith("40 attr., Threshold") & data["Comparison"].str.startswith("method − none")]
+    assert math.isnan(thr.iloc[0]["p_holm"])
+    assert any("Holm" in note and "7 paired comparisons" in note for note in table.notes)
+    assert "p (Holm)" in table.display.columns
+    settings = all_settings_table(results).data
+    assert settings.loc[settings["Pruner"].eq("distinctiveness") & settings["Data"].str.startswith("Waveform"),
+                        "delta_none_p_holm"].iloc[0] == pytest.approx(dist["p_holm"])
 
 
 def test_all_settings_lists_every_setting_with_its_paired_difference(results):
