@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from prunerlib.datasets import umask_mode
 from prunerlib.errors import DataError
 
 log = logging.getLogger("prunerlib.images")
@@ -31,7 +32,7 @@ CLASSES = ("cat", "dog")  # label = index
 _CLASS_DIRS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _TRAIN_DIRS = {"train", "training"}
 _TEST_DIRS = {"test", "testing", "validation", "val", "valid"}
-_CACHE_VERSION = 1  # bump when decoding or resizing changes what a cached tensor holds
+_CACHE_VERSION = 2  # bump when decoding, resizing or splitting changes what a cached tensor holds
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ImageSet:
     images: torch.Tensor  # uint8, (N, 3, size, size)
     labels: torch.Tensor  # int64, 0 = cat, 1 = dog
     skipped: dict[str, int] = field(default_factory=dict)  # folder -> undecodable files met
+    fingerprint: str = ""  # the folder's files, sizes and times (folder_fingerprint); not cached
 
 
 def default_cache_dir() -> Path:
@@ -53,18 +55,38 @@ def load_catsdogs(root: str | Path, *, size: int = 32, train_per_class: int = 10
     if not root.is_dir():
         raise DataError(f"data: {root} does not exist or is not a folder")
     train_files, test_files = find_layout(root)
-    key = _cache_key(root, train_files, test_files, size, train_per_class, test_per_class, seed)
+    fingerprint = folder_fingerprint(root, train_files, test_files)
+    key = _digest([fingerprint, size, train_per_class, test_per_class, seed])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache / f"{key}.pt"
-    if cached.exists():
-        saved = torch.load(cached)
-        train, test = ImageSet(**saved["train"]), ImageSet(**saved["test"])
-    else:
+    loaded = _load_cached(cached)
+    if loaded is None:
         train, test = _decode_split(train_files, test_files, size, train_per_class, test_per_class, seed)
         _save(cached, {"train": vars(train), "test": vars(test)})
+    else:
+        train, test = loaded
+    train.fingerprint = test.fingerprint = fingerprint
     for folder, count in {**train.skipped, **test.skipped}.items():
         log.warning("skipped %d undecodable file(s) in %s", count, folder)
     return train, test
+
+
+def _load_cached(path: Path) -> tuple[ImageSet, ImageSet] | None:
+    """The cached (train, test), or None to decode. The cache only saves time: an entry that
+    does not load (truncated by a full disk or a killed writer) is removed and rebuilt."""
+    try:
+        if not path.is_file():
+            return None
+        saved = torch.load(path, weights_only=True)
+        return ImageSet(**saved["train"]), ImageSet(**saved["test"])
+    except Exception as exc:  # noqa: BLE001  whatever a damaged file raises, decoding repairs it
+        log.warning("decoded-image cache %s is unreadable (%s): decoding the photos again",
+                    path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
 
 
 Labelled = dict[int, list[Path]]  # label -> files
@@ -129,19 +151,37 @@ def _decode_split(train_files: Labelled, test_files: Labelled | None, size: int,
             pool_files = shuffled(train_files.get(label, []))
             own_test = test_files.get(label, []) if test_files is not None else []
             if test_files is None:  # seeded stratified test split: the first images of the shuffled pool
-                test[label], used = _take(pool_files, test_per_class, size, pool, skipped_test)
-                pool_files = pool_files[used:]
+                found, _ = _take(pool_files, train_per_class + test_per_class, size, pool, skipped_train)
+                cut = _test_share(len(found), train_per_class, test_per_class)
+                test[label], train[label] = found[:cut], found[cut:]
             else:
                 test[label], _ = _take(shuffled(own_test), test_per_class, size, pool, skipped_test)
-            train[label], _ = _take(pool_files, train_per_class, size, pool, skipped_train)
+                train[label], _ = _take(pool_files, train_per_class, size, pool, skipped_train)
             usable = len(train[label]) + len(test[label])
             if usable == 0:
                 folders = sorted({str(p.parent) for p in train_files.get(label, []) + own_test})
                 where = f"every file in {', '.join(folders)} is undecodable" if folders else "no file found"
                 raise DataError(f"data: no usable {name} image: {where}")
             if not train[label] or not test[label]:
-                raise DataError(f"data: only {usable} usable {name} image(s): too few for a training and a test part")
+                folders = ", ".join(sorted({str(p.parent) for p in train_files.get(label, []) + own_test}))
+                need = "one training and one test image" if test_files is not None else "at least 2"
+                raise DataError(f"data: only {usable} usable {name} image(s) in {folders}: {need} needed "
+                                f"for a training and a test part")
+            if test_files is None and len(test[label]) < test_per_class:
+                log.warning("data: only %d usable %s images, fewer than %d + %d: split in proportion, "
+                            "%d to train and %d to test", usable, name, train_per_class, test_per_class,
+                            len(train[label]), len(test[label]))
     return _image_set(train, skipped_train), _image_set(test, skipped_test)
+
+
+def _test_share(usable: int, train_per_class: int, test_per_class: int) -> int:
+    """How many of `usable` images test: `test_per_class` when there are enough for both parts,
+    else the same share of what there is, with at least one image on each side."""
+    if usable >= train_per_class + test_per_class:
+        return test_per_class
+    if usable < 2:
+        return usable  # refused by the caller: one image cannot both train and test
+    return min(max(round(usable * test_per_class / (train_per_class + test_per_class)), 1), usable - 1)
 
 
 def _take(files: list[Path], need: int, size: int, pool: ThreadPoolExecutor,
@@ -182,25 +222,43 @@ def _image_set(per_label: dict[int, list[torch.Tensor]], skipped: dict[str, int]
     return ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), dict(skipped))
 
 
-def _cache_key(root: Path, train: Labelled, test: Labelled | None, *settings: int) -> str:
+def folder_fingerprint(root: Path, train: Labelled, test: Labelled | None) -> str:
+    """What the photos are: every file's name, size and mtime, and the decoding version. A
+    file replaced, added or removed changes it; hashing the bytes of thousands of JPEGs each
+    trial would cost what the cache saves."""
     def listing(files: Labelled | None) -> list[list]:
         if files is None:
             return []
         return [[label, str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns]
                 for label in sorted(files) for p in files[label]]
 
-    blob = json.dumps([_CACHE_VERSION, listing(train), listing(test), settings])
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return f"files:{_digest([_CACHE_VERSION, listing(train), listing(test)])}"
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:20]
+
+
+_unwritable: set[Path] = set()  # cache folders already warned about, one warning each
 
 
 def _save(path: Path, obj: dict) -> None:
-    """Write to a temporary name, then rename: a concurrent trial never reads half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
+    """Write to a temporary name, then rename: a concurrent trial never reads half a cache.
+    A cache that cannot be written is skipped: the decoded images are in memory already."""
+    obj = {part: {k: v for k, v in fields.items() if k != "fingerprint"} for part, fields in obj.items()}
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+        os.fchmod(fd, umask_mode(0o666))  # mkstemp's 0600 would lock colleagues out of a shared cache
+        os.close(fd)
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if path.parent not in _unwritable:
+            _unwritable.add(path.parent)
+            log.warning("decoded-image cache %s is not writable (%s): decoding in memory each trial; "
+                        "set PRUNERLIB_CACHE to a writable folder", path.parent, exc.strerror or exc)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

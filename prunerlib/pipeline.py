@@ -221,6 +221,7 @@ def _pretrain_columns(pre: PretrainResult) -> dict[str, Any]:
     return {
         "acc_pretrain": pre.acc_test, "train_acc_pretrain": pre.acc_train, "val_acc_pretrain": pre.acc_val,
         "pretrain_epochs_run": pre.epochs_run, "pretrain_reused": pre.reused, "wall_pretrain_s": pre.wall_s,
+        "data_fingerprint": pre.data_fingerprint,
     }
 
 

@@ -1,16 +1,26 @@
-"""The pretrained-model store: one pretraining per pretrain key, shared by every trial.
+"""The pretrained-model store: one pretraining per store key, shared by every trial.
 
-Trials that share data, model, seed and pretraining settings (`TrialConfig.pretrain_key`)
-load one saved model instead of each training its own. A file lock makes concurrent trials
-on one machine wait for the first to finish pretraining rather than duplicate it.
+Trials that share data, model, seed and pretraining settings load one saved model instead of
+each training its own. The store key is the settings (`TrialConfig.pretrain_key`), the data's
+fingerprint (what the data is, not its path: a file rewritten in place is pretrained again)
+and `FORMAT_VERSION`. A file lock per key makes concurrent trials on one machine wait for the
+first to finish pretraining rather than duplicate it.
+
+An entry is `<key>/{model.pt, metrics.json, config.json, sha256sums}`. The store is shared
+state that outlives crashes and copies, so an entry is verified before it is used: one that
+does not (truncated, half-copied, edited) is removed with a warning and pretrained again.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
+import logging
 import os
 import shutil
+import string
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,9 +31,18 @@ import torch
 from torch import nn
 
 from prunerlib.config import TrialConfig
-from prunerlib.datasets import Data
+from prunerlib.datasets import Data, umask_mode
 from prunerlib.models import build_model
 from prunerlib.training import accuracy, train
+
+log = logging.getLogger("prunerlib.pretrained")
+
+# Bump whenever training or model code changes what a pretrained model is (architecture,
+# initialisation, pretraining loop, what metrics.json means): entries of other versions are
+# then never reused.
+FORMAT_VERSION = 1
+
+_CHECKED = ("model.pt", "metrics.json")  # what sha256sums covers
 
 
 @dataclass
@@ -34,15 +53,28 @@ class PretrainResult:
     epochs_run: int
     wall_s: float
     reused: bool = False
+    data_fingerprint: str = ""
+
+
+def store_key(cfg: TrialConfig, data_fingerprint: str) -> str:
+    """The store folder of a trial's pretrained model."""
+    blob = json.dumps([FORMAT_VERSION, cfg.pretrain_key(), data_fingerprint])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock file `path`; yields False at once instead of waiting when `wait` is False
+    and another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -50,24 +82,77 @@ def _locked(path: Path) -> Iterator[None]:
 def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, PretrainResult]:
     store = Path(store)
-    key = cfg.pretrain_key()
+    key = store_key(cfg, data.fingerprint)
     folder = store / key
     model = build_model(cfg, data.in_features, data.classes).to(device)
+    _clean_leftovers(store)
     with _locked(store / f".{key}.lock"):
-        if (folder / "model.pt").exists():
-            model.load_state_dict(torch.load(folder / "model.pt", map_location=device))
-            metrics = json.loads((folder / "metrics.json").read_text())
-            return model, PretrainResult(**{**metrics, "reused": True})
-        log = train(model, data, cfg, epochs=cfg.epochs_pretrain, seed=cfg.seed,
+        if folder.exists():
+            try:
+                metrics = _verified(folder, model, device)
+                return model, PretrainResult(**{**metrics, "reused": True, "data_fingerprint": data.fingerprint})
+            except _Damaged as exc:
+                log.warning("pretrained model %s does not verify (%s): removed, pretraining again", folder, exc)
+                shutil.rmtree(folder)
+                model = build_model(cfg, data.in_features, data.classes).to(device)  # load_state_dict may have begun
+        run = train(model, data, cfg, epochs=cfg.epochs_pretrain, seed=cfg.seed,
                     plateau=cfg.pretrain_stop == "plateau", desc="pretrain", progress=progress)
         result = PretrainResult(
             acc_test=accuracy(model, data.test_x, data.test_y),
             acc_train=accuracy(model, data.train_x, data.train_y),
             acc_val=accuracy(model, data.val_x, data.val_y),
-            epochs_run=log.epochs_run, wall_s=log.wall_s,
+            epochs_run=run.epochs_run, wall_s=run.wall_s, data_fingerprint=data.fingerprint,
         )
-        _save(folder, model, cfg, result, log.val_acc)
+        _save(folder, model, cfg, result, run.val_acc)
     return model, result
+
+
+class _Damaged(Exception):
+    """A store entry whose files are missing or do not verify: repaired by pretraining again."""
+
+
+def _verified(folder: Path, model: nn.Module, device: torch.device) -> dict:
+    """Load the entry into `model` and return its metrics, or raise _Damaged saying what is wrong.
+    Files are read first: a disk that cannot be read (EIO, permissions) is the machine's fault
+    and raises OSError as it is; only what was read and found wrong is damage."""
+    raw = {}
+    for name in ("sha256sums", *_CHECKED):
+        try:
+            raw[name] = (folder / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise _Damaged(f"{name} is missing") from None
+    try:
+        sums = {name: digest for digest, name in (line.split() for line in raw["sha256sums"].decode().splitlines())}
+        for name in _CHECKED:
+            if hashlib.sha256(raw[name]).hexdigest() != sums.get(name):
+                raise _Damaged(f"{name} does not match its checksum")
+        state = torch.load(io.BytesIO(raw["model.pt"]), map_location=device, weights_only=True)
+        model.load_state_dict(state)
+        metrics = json.loads(raw["metrics.json"])
+        PretrainResult(**metrics)  # the fields this version expects, no more, no fewer
+    except _Damaged:
+        raise
+    except Exception as exc:  # noqa: BLE001  checksummed yet unloadable: written by other code
+        raise _Damaged(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return metrics
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _clean_leftovers(store: Path) -> None:
+    """Remove temporary folders (`.<key>-xxxx`) that a killed writer left. Only those whose key
+    lock is free: a live writer holds its lock until its folder is renamed into place."""
+    if not store.is_dir():
+        return
+    for tmp in store.glob(".*-*"):
+        key = tmp.name[1:].split("-", 1)[0]
+        if not tmp.is_dir() or len(key) != 16 or not all(c in string.hexdigits for c in key):
+            continue
+        with _locked(store / f".{key}.lock", wait=False) as free:
+            if free:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResult, val_curve: list[float]) -> None:
@@ -75,11 +160,15 @@ def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResu
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
+        tmp.chmod(umask_mode(0o777))  # mkdtemp's 0700 would lock colleagues out of a shared store
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
-        metrics = {k: v for k, v in asdict(result).items() if k != "reused"}
+        metrics = {k: v for k, v in asdict(result).items() if k not in ("reused", "data_fingerprint")}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "config.json").write_text(json.dumps(
-            {"pretrain_key": cfg.pretrain_key(), "config": cfg.to_dict(), "val_acc_curve": val_curve}, indent=2))
+            {"store_key": folder.name, "format_version": FORMAT_VERSION, "pretrain_key": cfg.pretrain_key(),
+             "data_fingerprint": result.data_fingerprint, "config": cfg.to_dict(), "val_acc_curve": val_curve},
+            indent=2))
+        (tmp / "sha256sums").write_text("".join(f"{_sha256(tmp / name)}  {name}\n" for name in _CHECKED))
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ _STR, _I64, _F64, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 SCHEMA = pa.schema([
     # identity
     ("sweep", _STR), ("trial_id", _STR), ("config_hash", _STR), ("pretrain_key", _STR),
+    ("data_fingerprint", _STR),
     ("cycle", _I64), ("final", _BOOL), ("status", _STR), ("error", _STR),
     # configuration
     ("dataset", _STR), ("attributes", _I64), ("model", _STR), ("hidden", _I64),

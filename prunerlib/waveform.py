@@ -6,6 +6,7 @@ user with the original `waveform.data` / `waveform-+noise.data` can use those in
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ _POSITIONS = np.arange(21)
 _WAVES = {c: np.maximum(0.0, 6.0 - np.abs(_POSITIONS - c)) for c in (6, 14, 10)}
 _A, _B, _C = _WAVES[6], _WAVES[14], _WAVES[10]
 _CLASS_WAVES = ((_A, _B), (_A, _C), (_B, _C))
+GENERATOR_VERSION = 1  # bump when generate() gives other data for the same settings
 
 
 def generate(n: int, attributes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,13 +42,33 @@ def write_uci(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+# Waveform attributes lie within about -5..10. A magnitude past this bound is a corrupt value, and
+# it would overflow float32 once squared in the standardising statistics (NaN scaling, then a
+# run that "diverges" for no reason the user can see).
+_MAX_ABS = 1e15
+
+
 def read_uci(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a UCI Waveform file (22 or 41 comma-separated columns, label last)."""
+    x, y, _ = read_uci_fingerprinted(path)
+    return x, y
+
+
+def read_uci_fingerprinted(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+    """`read_uci` plus the sha256 of the bytes parsed: a file rewritten in place is other data.
+    Hashing the bytes read once (not the file again) leaves no gap for a rewrite in between."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data: {path} is not a file (expected a UCI waveform .data file)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"data: {path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                        f"expected comma-separated numbers") from None
     rows: list[list[float]] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -55,10 +77,14 @@ def read_uci(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(f"data: {path}:{number}: not comma-separated numbers: {line[:60]!r}") from None
         if len(values) not in (22, 41) or (rows and len(values) != len(rows[0])):
             raise DataError(f"data: {path}:{number}: expected 22 or 41 columns, got {len(values)}")
+        bad = next((i for i, v in enumerate(values[:-1]) if not abs(v) <= _MAX_ABS), None)  # NaN fails <=
+        if bad is not None:
+            raise DataError(f"data: {path}:{number}: column {bad + 1} is {line.split(',')[bad].strip()!r}, "
+                            f"not a finite number within ±{_MAX_ABS:g}")
         if values[-1] not in (0.0, 1.0, 2.0):
             raise DataError(f"data: {path}:{number}: class label must be 0, 1 or 2, got {values[-1]}")
         rows.append(values)
     if not rows:
         raise DataError(f"data: {path} holds no rows")
     table = np.asarray(rows)
-    return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
+    return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64), hashlib.sha256(raw).hexdigest()

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import load_data, stratified_split
 from prunerlib import waveform
+from prunerlib.errors import DataError
 
 
 def test_stratified_split_keeps_class_shares_and_never_overlaps():
@@ -41,3 +43,21 @@ def test_catsdogs_images_are_normalised_with_training_statistics(catsdogs_dir, t
     # Per-channel statistics come from the fitting part: there the channels are standard.
     assert torch.allclose(data.train_x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(data.train_x.std((0, 2, 3)), torch.ones(3), atol=1e-3)
+
+
+@pytest.mark.parametrize("rows", [3, 12])
+def test_a_uci_file_too_small_to_split_is_a_data_error_naming_it(tmp_path, rows):
+    x, y = waveform.generate(rows, 21, seed=0)
+    path = tmp_path / "small.data"
+    waveform.write_uci(path, x, np.arange(rows) % 3)
+    with pytest.raises(DataError, match=rf"^data: {path}: {rows} rows are too few"):
+        load_data(TrialConfig.from_dict({"data": str(path), "attributes": 21}))
+
+
+def test_a_uci_file_with_a_handful_per_class_splits(tmp_path):
+    x, y = waveform.generate(21, 21, seed=0)
+    path = tmp_path / "small.data"
+    waveform.write_uci(path, x, np.arange(21) % 3)
+    data = load_data(TrialConfig.from_dict({"data": str(path), "attributes": 21}))
+    for part in (data.train_y, data.val_y, data.test_y):
+        assert part.bincount(minlength=3).min() >= 1

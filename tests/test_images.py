@@ -71,8 +71,9 @@ def test_dirty_folders_are_skipped_counted_and_reported(tmp_path, caplog):
     dirty_class(root / "Dog", "d", good=8)
     with caplog.at_level(logging.WARNING, logger="prunerlib.images"):
         train, test = load_catsdogs(tmp_path, train_per_class=100, test_per_class=2, cache_dir=tmp_path / "cache")
-    assert test.labels.bincount().tolist() == [2, 2]  # seeded stratified test split
-    assert train.labels.bincount().tolist() == [6, 6]  # every other decodable photo trains
+    # 8 decodable photos a class, fewer than 100 + 2: split in proportion, at least one to test.
+    assert test.labels.bincount().tolist() == [1, 1]
+    assert train.labels.bincount().tolist() == [7, 7]
     skipped = {Path(k).name: v for part in (train, test) for k, v in part.skipped.items()}
     assert sum(train.skipped.values()) + sum(test.skipped.values()) == 6 and set(skipped) == {"Cat", "Dog"}
     assert "3 undecodable" in caplog.text or "1 undecodable" in caplog.text
@@ -92,8 +93,8 @@ def test_greyscale_cmyk_and_png_become_rgb_with_their_colours(tmp_path):
 @pytest.mark.parametrize("layout, train_per_class", [
     ({"train/cats": 3, "train/dogs": 3, "test/cats": 2, "test/dogs": 2}, 3),
     ({"Train/Cat": 3, "Train/DOG": 3, "Validation/cat": 2, "Validation/dogs": 2}, 3),
-    ({"cats": 5, "dogs": 5}, 3),  # no test split: 2 per class are held out by seed
-    ({"flat": 5}, 3),
+    ({"cats": 6, "dogs": 6}, 4),  # no test split: 2 per class are held out by seed
+    ({"flat": 6}, 4),
     ({"train/flat": 4, "test/flat": 2}, 4),
 ])
 def test_every_listed_layout_is_read(tmp_path, layout, train_per_class):
@@ -106,7 +107,8 @@ def test_every_listed_layout_is_read(tmp_path, layout, train_per_class):
                 photo(base / f"dog.{i}.jpg", (20, 20, 200))
             else:
                 photo(root / folder / f"{i}.jpg")
-    train, test = load_catsdogs(root, train_per_class=100, test_per_class=2, cache_dir=tmp_path / "cache")
+    train, test = load_catsdogs(root, train_per_class=train_per_class, test_per_class=2,
+                                cache_dir=tmp_path / "cache")
     assert test.labels.bincount().tolist() == [2, 2]
     assert train.labels.bincount().tolist() == [train_per_class, train_per_class]
     if "flat" in layout:  # the label comes from the filename: dogs are the blue ones
@@ -125,8 +127,23 @@ def test_a_folder_with_no_usable_dog_is_a_clear_error(tmp_path):
 def test_too_few_images_for_a_test_split_is_a_clear_error(tmp_path):
     for cls in ("cats", "dogs"):
         photo(tmp_path / cls / "only.jpg")
-    with pytest.raises(DataError, match="only 1 usable cat image"):
+    with pytest.raises(DataError, match="only 1 usable cat image.*cats: at least 2"):
         load_catsdogs(tmp_path, test_per_class=1, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("usable, expected", [(2, (1, 1)), (5, (4, 1)), (30, (25, 5)), (60, (50, 10))])
+def test_a_small_folder_is_split_in_proportion(tmp_path, caplog, usable, expected):
+    # 50 + 10 asked for: the test share is 10 / 60, and each side gets at least one image.
+    for cls in ("cats", "dogs"):
+        for i in range(usable):
+            photo(tmp_path / cls / f"{i}.jpg", colour=(i * 4, 30 if cls == "cats" else 120, 30))
+    with caplog.at_level(logging.WARNING, logger="prunerlib.images"):
+        train, test = load_catsdogs(tmp_path, train_per_class=50, test_per_class=10, cache_dir=tmp_path / "cache")
+    assert (train.labels.bincount().tolist(), test.labels.bincount().tolist()) == ([expected[0]] * 2, [expected[1]] * 2)
+    if usable < 60:
+        assert f"{expected[0]} to train and {expected[1]} to test" in caplog.text
+    # No photo is in both parts.
+    assert not {bytes(t.numpy()) for t in train.images} & {bytes(t.numpy()) for t in test.images}
 
 
 def test_an_unrecognisable_folder_says_what_layout_is_expected(tmp_path):

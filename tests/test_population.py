@@ -7,7 +7,7 @@ import torch
 from prunerlib import batched, ffn_kernel, pipeline, population, pretrained
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
-from prunerlib.datasets import Data
+from prunerlib.datasets import Data, load_data
 from prunerlib.errors import TrainingDiverged
 from prunerlib.masks import Masks
 from prunerlib.models import FFN
@@ -120,7 +120,8 @@ def test_a_diverging_member_fails_alone(tmp_path):
     wild = ffn_config(pruner="threshold", optimizer="sgd", lr=1e38)  # overflows float32 within an epoch
     for root in ("single", "pack"):
         run_trial(sane, Workdirs(tmp_path / root), progress=False)
-        shutil.copytree(tmp_path / root / sane.pretrain_key(), tmp_path / root / wild.pretrain_key())
+        fp = load_data(sane).fingerprint  # one data for both: the store keys differ by settings alone
+        shutil.copytree(*(tmp_path / root / pretrained.store_key(cfg, fp) for cfg in (sane, wild)))
     cfgs = [sane.replace(pruner="distinctiveness"), wild, sane.replace(pruner="none", seed=1), sane]
     single, packed = _run_both(cfgs, tmp_path)
     assert single[1][0]["status"] == "failed" and "TrainingDiverged" in single[1][0]["error"]

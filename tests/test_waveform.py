@@ -62,3 +62,22 @@ def test_malformed_files_say_where(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         waveform.read_uci(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "1e20"])
+def test_a_value_that_is_not_a_usable_number_names_its_line(tmp_path, value):
+    path = tmp_path / "bad.data"
+    x, y = waveform.generate(6, 21, seed=0)
+    waveform.write_uci(path, x, y)
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[2], value, 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"^data: {path}:4: column 3 .*{value}"):
+        waveform.read_uci(path)
+
+
+def test_a_byte_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "bad.data"
+    path.write_bytes((",".join(["0.00"] * 21) + ",1\n").encode() * 2 + b"0.1\xe9," + b"0," * 20 + b"1\n")
+    with pytest.raises(DataError, match=rf"^data: {path}:3: not UTF-8 text"):
+        waveform.read_uci(path)
