@@ -1,5 +1,7 @@
 import io
 import logging
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,16 @@ def test_an_unrecognisable_folder_says_what_layout_is_expected(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match="no recognisable Dogs vs. Cats layout"):
         find_layout(tmp_path)
+
+
+def test_cache_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    for cls in ("cats", "dogs"):
+        for i in range(3):
+            photo(tmp_path / "data" / cls / f"{i}.jpg")
+    old = os.umask(0o022)
+    try:
+        load_catsdogs(tmp_path / "data", train_per_class=2, test_per_class=1, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(old)
+    (cached,) = (tmp_path / "cache").glob("*.pt")
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o644
