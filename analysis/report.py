@@ -150,7 +150,8 @@ METHOD_NOTES = (
     "cutoff / factor / filter counts).",
     "Paired difference = method − control on the same seed; 95% CI = mean ± t(0.975, n − 1) · sd / √n "
     "(Student's t, computed exactly); with one pair there is no CI.",
-    "Multiple comparisons: each paired difference with two or more pairs gets a two-sided paired t test "
+    "Multiple comparisons: each paired difference with two or more pairs that do not all differ by the same "
+    "amount (accuracies move in steps of 1 / n_test, so ties happen) gets a two-sided paired t test "
     "(exact t distribution), and the p-values of every such comparison in the report — the honest comparison "
     "table and the all-settings table's differences against none, each comparison once — are adjusted together by "
     "Holm–Bonferroni, so all verdicts together are wrong with probability at most 5%. Verdicts use the adjusted "

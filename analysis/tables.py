@@ -176,6 +176,70 @@ class Stats:
         return self.mean - half, self.mean + half
 
 
+Z_95 = 1.959963984540054  # standard normal 0.975 quantile
+
+
+def wilson(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The 95% Wilson score interval for a proportion p observed on n cases: the test-sample
+    noise of an accuracy measured on n test examples."""
+    scale = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+SEED_ONLY, SEED_AND_SPLIT = "training seed only", "training seed and data split"
+
+
+def covers(rows: pd.DataFrame) -> str | None:
+    """What a spread over these trials covers: seeds vary training only unless each seed also
+    draws its own data split (`data_seed` varies); None when the rows do not say."""
+    if "data_seed" not in rows.columns or rows["data_seed"].isna().all():
+        return None
+    return SEED_AND_SPLIT if rows["data_seed"].nunique() > 1 else SEED_ONLY
+
+
+def n_test(rows: pd.DataFrame) -> int | None:
+    """Test examples behind these trials' accuracies (the fewest, should they differ); None when unknown."""
+    counts = pd.to_numeric(column(rows, "n_test"), errors="coerce").dropna()
+    return int(counts.min()) if len(counts) else None
+
+
+def coverage_note(groups: Iterable[pd.DataFrame], subject: str, accuracy: str | None = "acc_finetuned",
+                  in_column: bool = False) -> str:
+    """One line per table: what its `subject` ('± values', 'CIs') cover, and for accuracies on a
+    fixed split the size of the test-sample noise they leave out (a Wilson interval at each
+    group's mean accuracy), or that the table's test-sample column gives it."""
+    groups = [g for g in groups if len(g) > 1]  # one trial has no spread to speak of
+    kinds = {covers(g) for g in groups}
+    if not groups:
+        return f"There are no {subject} to cover anything: no row has two or more seeds."
+    if None in kinds:
+        return f"What the {subject} cover is unknown: the rows have no data_seed."
+    if kinds == {SEED_AND_SPLIT}:
+        return (f"The {subject} cover the {SEED_AND_SPLIT}: data_seed varies with the seed"
+                + (", so each seed is tested on its own test sample and test-sample noise is in them." if accuracy
+                   else "."))
+    mixed = f" ({SEED_AND_SPLIT} where data_seed varies within a row)" if SEED_AND_SPLIT in kinds else ""
+    text = f"The {subject} cover the {SEED_ONLY}{mixed}: data_seed is fixed"
+    if accuracy is None:
+        return text + "."
+    text += ", so every seed is tested on the same examples and test-sample noise is not in them"
+    fixed = [g for g in groups if covers(g) == SEED_ONLY]
+    sizes = {n_test(g) for g in fixed}
+    if None in sizes:
+        return text + "; its size is unknown: n_test unknown (the rows do not record it)."
+    if in_column:
+        return text + f"; the '{TEST_SAMPLE}' column gives it (the interval our mean accuracy has from its n_test " \
+                      "test examples alone)."
+    halves = sorted(50 * (high - low) for g in fixed
+                    for low, high in [wilson(float(pd.to_numeric(g[accuracy], errors="coerce").mean()), n_test(g))])
+    spread = f"±{halves[0]:.1f}" if f"{halves[0]:.1f}" == f"{halves[-1]:.1f}" else \
+        f"±{halves[0]:.1f} to ±{halves[-1]:.1f}"
+    return (text + f" (one accuracy's 95% Wilson interval at n_test = {', '.join(map(str, sorted(sizes)))} is "
+            f"{spread} points).")
+
+
 # --------------------------------------------------------------------------- selecting rows
 def final_ok(df: pd.DataFrame) -> pd.DataFrame:
     """The tables use each successful trial's last cycle."""
@@ -519,7 +583,8 @@ def cnn_cells(ok: pd.DataFrame) -> list[Cell]:
 
 
 _STAT_COLUMNS = ("n", "mean", "std", "paper", "diff", "none_n", "none_mean", "none_std",
-                 "random_n", "random_mean", "random_std", "status")
+                 "random_n", "random_mean", "random_std", "status", "is_accuracy", "covers", "n_test", "test_low",
+                 "test_high")
 
 
 def _percent(rows: pd.DataFrame, value: str) -> pd.Series:
@@ -532,7 +597,7 @@ def _cell_record(lead: dict[str, Any], cell: Cell, value: str, paper: float | No
                  ok: pd.DataFrame) -> dict[str, Any]:
     arms = Arms.of(ok, cell.rows)
     ours, none, rand = (Stats.of(_percent(rows, value)) for rows in (cell.rows, arms.none_rows, arms.random_rows))
-    return lead | {
+    return lead | _test_sample(cell.rows, ours, value) | {
         "n": ours.n, "mean": ours.mean, "std": ours.std,
         "paper": math.nan if paper is None else paper,
         "diff": math.nan if paper is None else ours.mean - paper,
@@ -542,10 +607,31 @@ def _cell_record(lead: dict[str, Any], cell: Cell, value: str, paper: float | No
     }
 
 
+_ACCURACIES = ("acc_pretrain", "acc_finetuned")
+
+
+def _test_sample(rows: pd.DataFrame, ours: Stats, value: str) -> dict[str, Any]:
+    """What the cell's ± covers and, for an accuracy on a fixed split, the test-sample interval
+    at its mean (in percent) that the ± leaves out."""
+    size, low, high = n_test(rows), math.nan, math.nan
+    if value in _ACCURACIES and ours.n and covers(rows) == SEED_ONLY and size:
+        low, high = (100 * x for x in wilson(ours.mean / 100, size))
+    return {"is_accuracy": value in _ACCURACIES, "covers": covers(rows) if ours.n else None, "n_test": size,
+            "test_low": low, "test_high": high}
+
+
+def _test_sample_text(record: Mapping[str, Any]) -> str:
+    if record["status"] != "ok" or not record["is_accuracy"]:
+        return "—"
+    if math.isfinite(record["test_low"]):
+        return f"[{fmt(record['test_low'])}, {fmt(record['test_high'])}]"
+    return {SEED_AND_SPLIT: "in ±", SEED_ONLY: "n_test unknown"}.get(record["covers"], "unknown")
+
+
 def _published_record(lead: dict[str, Any], paper: float | None, status: str) -> dict[str, Any]:
     empty = {name: math.nan for name in _STAT_COLUMNS}
     return lead | empty | {"n": 0, "none_n": 0, "random_n": 0, "paper": math.nan if paper is None else paper,
-                           "status": status}
+                           "status": status, "is_accuracy": False, "covers": None, "n_test": None}
 
 
 def _stats_from(record: Mapping[str, Any], prefix: str) -> Stats:
@@ -564,8 +650,11 @@ def _display(data: pd.DataFrame, lead: Sequence[str]) -> pd.DataFrame:
             "Ours − paper": fmt_signed(record["diff"]),
             "none control": fmt_stats(_stats_from(record, "none_")),
             "random control": fmt_stats(_stats_from(record, "random_")),
-        })
+        } | ({TEST_SAMPLE: _test_sample_text(record)} if data["is_accuracy"].any() else {}))
     return pd.DataFrame(records)
+
+
+TEST_SAMPLE = "Test sample, 95% (Wilson)"
 
 
 def _missing_notes(cells: Sequence[Cell]) -> tuple[str, ...]:
@@ -603,6 +692,7 @@ def table1(df: pd.DataFrame) -> Table:
     notes = ("Test accuracy (%) of the Waveform FFN. Ours: mean ± sample std over seeds (n trials); "
              "controls on the same seeds: none = unpruned, trained for the same epochs; random = the same "
              "number of units / weights removed at random.",
+             coverage_note((c.rows for c in cells), "± values", in_column=True),
              "Decision tree and logic classifier are the paper's published baselines, not run here.",
              *_missing_notes(cells), *_cell_notes(cells))
     return Table("table1", "Table 1 — Waveform FFN test accuracy (%)", data,
@@ -627,6 +717,7 @@ def table2(df: pd.DataFrame) -> Table:
     data = pd.DataFrame(records)
     notes = ("Share of the hidden layer removed (%): distinctiveness removes units, threshold removes "
              "connections (the paper calls both 'units removed').",
+             coverage_note((c.rows for c in cells), "± values", accuracy=None),
              *_missing_notes(cells), *_cell_notes(cells))
     return Table("table2", "Table 2 — share of the hidden layer removed (%)", data,
                  _display(data, ("Attr.", "Method", "Setting", "Share of")), notes)
@@ -664,6 +755,7 @@ def table3(df: pd.DataFrame) -> Table:
     notes = ("Dogs vs. Cats CNN (%). Dist. Model = distinctiveness on the linear layer plus conv filter ranking; "
              "Threshold Model = threshold on the linear layer plus filter ranking; "
              "Filters only = filter ranking alone.",
+             coverage_note((c.rows for c in cells), "± values", in_column=True),
              "Removed in the linear layer: units for distinctiveness, weights of the 800×128 matrix for threshold and "
              "filters (a removed filter masks its input columns there too).",
              "The paper's linear-layer 49.43% for the Threshold Model repeats its Table 2 figure (21 attributes) "
@@ -692,12 +784,12 @@ class Difference:
 
     @property
     def p(self) -> float:
-        """Two-sided paired t test of 'no difference'; nan with fewer than two pairs."""
+        """Two-sided paired t test of 'no difference'; nan (no test) with fewer than two pairs or
+        when every pair differs by the same amount: accuracies come in steps of 1 / n_test, so two
+        seeds often tie, and a zero spread is no evidence of a certain difference."""
         stats = self.stats
-        if stats.n < 2:
+        if stats.n < 2 or not stats.std > 0:
             return math.nan
-        if stats.std == 0:  # every pair differs by the same amount: no chance variation left
-            return 1.0 if stats.mean == 0 else 0.0
         return t_two_sided_p(stats.mean / (stats.std / math.sqrt(stats.n)), stats.n - 1)
 
     @property
@@ -713,13 +805,13 @@ class Family:
     """The report's paired comparisons as one family of claims. Dozens of comparisons at 5%
     each would make about one in twenty 'significant' by chance, so every verdict uses its
     Holm-adjusted p-value: all verdicts together are wrong with probability at most ALPHA.
-    Comparisons with one pair have no test and are not in the family."""
+    Comparisons without a test (one pair, or no spread) are not in the family."""
 
     adjusted_p: Mapping[tuple[tuple[str, ...], str], float]
 
     @classmethod
     def of(cls, diffs: Iterable[Difference]) -> Family:
-        tested = {d.key: d.p for d in diffs if d.stats.n >= 2}  # the same comparison twice counts once
+        tested = {d.key: d.p for d in diffs if not math.isnan(d.p)}  # the same comparison twice counts once
         return cls(dict(zip(tested, holm(list(tested.values())))))
 
     @property
@@ -775,6 +867,8 @@ def _verdict(diff: Difference, family: Family) -> str:
         return "no paired trials"
     if stats.n == 1:
         return "n=1, not tested"
+    if math.isnan(diff.p):
+        return "no spread, not tested"
     if family.adjusted(diff) < ALPHA:
         return f"{'higher' if stats.mean > 0 else 'lower'} (supported after Holm correction)"
     return "not supported"
@@ -833,6 +927,8 @@ def comparison_table(df: pd.DataFrame, family: Family | None = None) -> Table:
     notes = ("Paired differences in percentage points, fine-tuned test accuracy. A method trial pairs with the "
              "control trials of the same data, seed, network and pretraining; "
              "95% CI = mean ± t(0.975, n−1)·sd/√n, for each comparison on its own.",
+             coverage_note((cell.rows for _, cell, _ in cells), "CIs")[:-1] + "; a paired difference's own "
+             "test-sample noise needs per-example predictions, which the rows do not carry.",
              f"p (Holm): two-sided paired t test, adjusted by {family.words()}. A verdict names the direction "
              f"only when that adjusted p < {ALPHA:g}; otherwise the difference is not supported, even where its own "
              "95% CI excludes 0.",
@@ -869,10 +965,14 @@ def claim_sentence(title: str, diffs: Sequence[Difference], family: Family) -> s
                     "longer survives it.")
     elif verdict == "n=1, not tested":
         text.append(f"Against the `none` control, {_interval_words(none, family)}: **cannot be judged** from one seed.")
+    elif verdict == "no spread, not tested":
+        text.append(f"Against the `none` control, {_interval_words(none, family)}: **cannot be judged** — every seed "
+                    "differs by the same amount, so a t test has no spread to judge it by.")
     else:
         text.append("There is no paired `none` control: the claim **cannot be judged**.")
     if rand.stats.n:
-        criterion = {"n=1, not tested": "one seed only",
+        criterion = {"n=1, not tested": "one seed only", "no spread, not tested": "every seed differs by the same "
+                     "amount, not tested",
                      "not supported": "no difference from random removal survives the Holm correction",
                      "higher": f"the pruning criterion beats random removal (supported {over})",
                      "lower": f"random removal does better than the criterion (supported {over})",
@@ -928,7 +1028,8 @@ def all_settings_table(df: pd.DataFrame, family: Family | None = None) -> Table:
         display.append(shown)
     notes = ("Every setting in the results (final cycle of each successful trial), mean ± sample std over seeds. "
              "Δ vs none: paired fine-tuned accuracy difference against the none control on the same seeds, with its "
-             f"own 95% CI and its p-value adjusted by {family.words()}; only p < {ALPHA:g} is a supported difference.",)
+             f"own 95% CI and its p-value adjusted by {family.words()}; only p < {ALPHA:g} is a supported difference.",
+             coverage_note(groups, "± values and CIs"))
     return Table("all_settings", "All settings", pd.DataFrame(records), pd.DataFrame(display), notes)
 
 

@@ -24,9 +24,9 @@ from prunerlib.records import to_table
 
 _WAVEFORM = {"dataset": "waveform", "attributes": 40, "model": "ffn", "hidden": 50, "data_seed": 0,
              "activation": "sigmoid", "epochs_pretrain": 100, "epochs_finetune": 30, "batch_size": 32, "lr": 3e-4,
-             "optimizer": "adam", "cycles": 1, "params_total": 2203}
+             "optimizer": "adam", "cycles": 1, "params_total": 2203, "n_test": 1000}
 _CNN = _WAVEFORM | {"dataset": "catsdogs", "attributes": None, "model": "cnn", "hidden": 128, "conv_channels": "16,32",
-                    "epochs_finetune": 15, "lr": 1e-3, "params_total": 116834}
+                    "epochs_finetune": 15, "lr": 1e-3, "params_total": 116834, "n_test": 400}
 _DISTINCT = {"angle_cutoff": 15.0, "merge": "none", "remove_constant": False}
 _THRESHOLD = {"threshold_factor": 1.0, "threshold_stat": "mean_abs", "threshold_layers": "hidden"}
 _FILTERS = {"filter_criterion": "l1", "filters_frac": 0.5, "filters_pruned": "8,16"}

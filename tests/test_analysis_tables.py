@@ -7,8 +7,9 @@ import pytest
 
 from analysis.tables import (Difference, Family, MissingData, Stats, all_settings_table, build_tables,
                              claim_sentence, comparison_family, comparison_table, fmt_ci, fmt_stats, holm,
-                             latex_escape, pair, t_cdf, t_quantile, table1, table2, table3, to_latex, to_markdown)
-from tests.analysis_rows import write_results
+                             latex_escape, pair, t_cdf, t_quantile, table1, table2, table3, to_latex, to_markdown,
+                             wilson)
+from tests.analysis_rows import handmade_rows, write_results
 
 T_2 = 4.302653  # t(0.975, 2 df), from a printed t table
 T_1 = 12.706205  # t(0.975, 1 df)
@@ -68,8 +69,10 @@ def test_paired_p_value_is_the_two_sided_t_test():
     t = (4 / 3) / (math.sqrt(114 / 18) / math.sqrt(3))
     assert Difference("none", pd.Series([-1.0, 1.0, 4.0])).p == pytest.approx(1 - t / math.sqrt(t * t + 2))
     assert math.isnan(Difference("none", pd.Series([4.0])).p)
-    assert Difference("none", pd.Series([2.0, 2.0])).p == 0.0  # no spread at all: nothing is chance
-    assert Difference("none", pd.Series([0.0, 0.0])).p == 1.0
+    # two seeds 0.2 points apart from their controls both times: accuracies move in steps of 0.1, so such
+    # ties are common; zero spread is no evidence of a sure difference, and there is no t test
+    assert math.isnan(Difference("none", pd.Series([-0.2, -0.2])).p)
+    assert math.isnan(Difference("none", pd.Series([0.0, 0.0])).p)
 
 
 def test_stats_mean_sample_std_and_ci():
@@ -199,6 +202,7 @@ def test_claim_sentences_say_whether_pruning_helps():
     assert "**does not hold**" in sentence([-2.0, -2.5, -3.0])
     assert "**not supported** after Holm correction over 2 comparisons" in sentence([-1.0, 1.0, 4.0])
     assert "cannot be judged" in sentence([4.0])
+    assert "cannot be judged" in sentence([-0.2, -0.2]) and "**does not hold**" not in sentence([-0.2, -0.2])
     assert "cannot be judged" in sentence([])
 
 
@@ -266,3 +270,60 @@ def test_latex_table_has_one_row_per_table_row(results):
     table = table2(results)
     tex = to_latex(table)
     assert tex.count(r" \\") == len(table.display) + 1 and r"\toprule" in tex and r"\caption{" in tex
+
+
+# --------------------------------------------------------------------------- what the intervals cover
+def test_wilson_interval_matches_published_examples():
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I: 81/263 and 0/20
+    assert wilson(81 / 263, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson(0.0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+
+
+def _coverage_notes(table) -> list[str]:
+    return [note for note in table.notes if "cover" in note]
+
+
+def test_with_a_fixed_split_the_tables_say_the_intervals_cover_training_seeds_only(results):
+    table = table1(results)
+    fine = row(table, **{"Attr.": 40, "Stage": "fine-tune", "Method": "Distinctiveness"})
+    # all three seeds tested on the same 1000 examples: 83.33% ± 1.96·√(p(1−p)/1000) ≈ ± 2.3 points
+    assert fine["covers"] == "training seed only" and fine["n_test"] == 1000
+    assert (fine["test_low"], fine["test_high"]) == pytest.approx([100 * x for x in wilson(250 / 300, 1000)])
+    assert fine["test_high"] - fine["test_low"] == pytest.approx(2 * 2.31, abs=0.05)
+    shown = table.display.loc[(table.data["Stage"].eq("fine-tune") & table.data["Method"].eq("Distinctiveness")
+                               & table.data["Attr."].eq(40)).to_numpy()].iloc[0]
+    assert shown["Test sample, 95% (Wilson)"] == f"[{fine['test_low']:.2f}, {fine['test_high']:.2f}]"
+    cnn = row(table3(results), Quantity="Test accuracy", Method="Dist. Model")
+    assert cnn["n_test"] == 400 and cnn["test_high"] - cnn["test_low"] == pytest.approx(2 * 4.55, abs=0.1)
+    for table in (table1(results), table2(results), table3(results), comparison_table(results),
+                  all_settings_table(results)):
+        [note] = _coverage_notes(table)
+        assert "training seed only" in note and "data_seed" in note, (table.name, note)
+    [note] = _coverage_notes(comparison_table(results))
+    assert "not in them" in note
+
+
+def test_when_the_split_varies_with_the_seed_the_intervals_cover_it(tmp_path):
+    per_seed = [r | {"data_seed": r["seed"]} for r in handmade_rows()]  # what `data_seed: per_seed` writes
+    frame = pd.read_parquet(write_results(tmp_path / "r.parquet", per_seed))
+    table = table1(frame)
+    fine = row(table, **{"Attr.": 40, "Stage": "fine-tune", "Method": "Distinctiveness"})
+    assert fine["covers"] == "training seed and data split" and math.isnan(fine["test_low"])
+    assert fine["none_n"] == 3  # controls still pair: the same seed is the same split
+    shown = table.display.loc[(table.data["Stage"].eq("fine-tune") & table.data["Method"].eq("Distinctiveness")
+                               & table.data["Attr."].eq(40)).to_numpy()].iloc[0]
+    assert shown["Test sample, 95% (Wilson)"] == "in ±"
+    for table in (table1(frame), comparison_table(frame), all_settings_table(frame)):
+        [note] = _coverage_notes(table)
+        assert "training seed and data split" in note and "training seed only" not in note, note
+
+
+def test_without_an_n_test_column_the_test_sample_interval_is_unknown(tmp_path):
+    frame = pd.read_parquet(write_results(tmp_path / "r.parquet", drop=("n_test",)))
+    table = table1(frame)
+    fine = row(table, **{"Attr.": 40, "Stage": "fine-tune", "Method": "Distinctiveness"})
+    assert fine["covers"] == "training seed only" and math.isnan(fine["test_low"])
+    assert "n_test unknown" in set(table.display["Test sample, 95% (Wilson)"])
+    for table in (table1(frame), comparison_table(frame), all_settings_table(frame)):
+        [note] = _coverage_notes(table)
+        assert "n_test" in note and "unknown" in note, note
