@@ -788,7 +788,7 @@ class Difference:
         when every pair differs by the same amount: accuracies come in steps of 1 / n_test, so two
         seeds often tie, and a zero spread is no evidence of a certain difference."""
         stats = self.stats
-        if stats.n < 2 or not stats.std > 0:
+        if stats.n < 2 or not stats.std > 1e-9 * max(1.0, abs(stats.mean)):  # float noise of equal differences
             return math.nan
         return t_two_sided_p(stats.mean / (stats.std / math.sqrt(stats.n)), stats.n - 1)
 
