@@ -206,7 +206,7 @@ def n_test(rows: pd.DataFrame) -> int | None:
 
 
 def coverage_note(groups: Iterable[pd.DataFrame], subject: str, accuracy: str | None = "acc_finetuned",
-                  in_column: bool = False) -> str:
+                  in_column: bool = False, paired: bool = False) -> str:
     """One line per table: what its `subject` ('± values', 'CIs') cover, and for accuracies on a
     fixed split the size of the test-sample noise they leave out (a Wilson interval at each
     group's mean accuracy), or that the table's test-sample column gives it."""
@@ -236,8 +236,10 @@ def coverage_note(groups: Iterable[pd.DataFrame], subject: str, accuracy: str | 
                     for low, high in [wilson(float(pd.to_numeric(g[accuracy], errors="coerce").mean()), n_test(g))])
     spread = f"±{halves[0]:.1f}" if f"{halves[0]:.1f}" == f"{halves[-1]:.1f}" else \
         f"±{halves[0]:.1f} to ±{halves[-1]:.1f}"
+    paired_words = ("; a paired difference's own needs per-example predictions, which the rows do not carry"
+                    if paired else "")
     return (text + f" (one accuracy's 95% Wilson interval at n_test = {', '.join(map(str, sorted(sizes)))} is "
-            f"{spread} points).")
+            f"{spread} points{paired_words}).")
 
 
 # --------------------------------------------------------------------------- selecting rows
@@ -927,8 +929,7 @@ def comparison_table(df: pd.DataFrame, family: Family | None = None) -> Table:
     notes = ("Paired differences in percentage points, fine-tuned test accuracy. A method trial pairs with the "
              "control trials of the same data, seed, network and pretraining; "
              "95% CI = mean ± t(0.975, n−1)·sd/√n, for each comparison on its own.",
-             coverage_note((cell.rows for _, cell, _ in cells), "CIs")[:-1] + "; a paired difference's own "
-             "test-sample noise needs per-example predictions, which the rows do not carry.",
+             coverage_note((cell.rows for _, cell, _ in cells), "CIs", paired=True),
              f"p (Holm): two-sided paired t test, adjusted by {family.words()}. A verdict names the direction "
              f"only when that adjusted p < {ALPHA:g}; otherwise the difference is not supported, even where its own "
              "95% CI excludes 0.",

@@ -316,6 +316,7 @@ def test_when_the_split_varies_with_the_seed_the_intervals_cover_it(tmp_path):
     for table in (table1(frame), comparison_table(frame), all_settings_table(frame)):
         [note] = _coverage_notes(table)
         assert "training seed and data split" in note and "training seed only" not in note, note
+        assert "noise is in them" in note and "not in them" not in note, note
 
 
 def test_without_an_n_test_column_the_test_sample_interval_is_unknown(tmp_path):
