@@ -159,3 +159,45 @@ def test_the_shipped_specs_are_valid(name, tmp_path):
     overrides = {"data": str(tmp_path)} if name == "paper_cnn" else None
     spec = load_spec(root / "sweeps" / f"{name}.yaml", overrides)
     assert spec.name == name and (spec.grid or spec.search)
+
+
+NOT_FINITE_OR_TOO_BIG = [
+    (with_(resources={"cpu": float("nan")}), "resources.cpu: must be a finite number"),
+    (with_(resources={"cpu": float("inf")}), "resources.cpu: must be a finite number"),
+    (with_(resources={"gpu": float("nan")}), "resources.gpu: must be a finite number"),
+    (with_(seeds=[0, 10**20]), "seeds[1]: must be at most 4294967295"),
+    (with_(seeds=[1e20]), "seeds[0]: must be an integer"),
+    (with_(max_concurrent=10**20), "max_concurrent: must be at most"),
+    (with_(max_failures=10**20), "max_failures: must be at most"),
+    (with_(pack_size=10**20), "pack_size: must be auto or a whole number"),
+    (with_(pack_size=float("nan")), "pack_size: must be auto or a whole number"),
+    (with_(name="x" * 300), "name: at most 100 characters"),
+    (with_(fixed__lr=float("nan")), "fixed.lr: must be a finite number"),
+    (with_(grid__1__threshold_factor=[0.5, float("inf")]), "grid[1].threshold_factor[1]: must be a finite number"),
+    (with_(fixed__val_frac=0, fixed__pretrain_stop="fixed"), "fixed.val_frac: must be above 0"),
+    (with_(grid=DELETE, search={**SEARCH, "space": {"threshold_factor": {"low": 0.5, "high": float("inf")}}}),
+     "search.space.threshold_factor.high: must be a finite number"),
+    (with_(max_configurations=10), "grid: 12 trial configurations (sub-grids × seeds) exceed max_configurations 10"),
+    (with_(max_configurations=0), "max_configurations: must be at least 1"),
+    # A mistaken 10^9 grid is refused from the sizes of its axes, before any is expanded.
+    (with_(grid__1__threshold_factor=[0.5 + i / 2000 for i in range(1000)], grid__1__n=list(range(100, 1100)),
+           grid__1__hidden=list(range(1, 1001))),
+     "grid: 2000000006 trial configurations (sub-grids × seeds) exceed max_configurations 1000000"),
+]
+
+
+@pytest.mark.parametrize("spec, message", NOT_FINITE_OR_TOO_BIG, ids=[m.split(":")[0] for _, m in NOT_FINITE_OR_TOO_BIG])
+def test_non_finite_and_huge_values_exit_2_before_any_work(tmp_path, capsys, spec, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0] and len(err[0]) < 300, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_within_max_configurations_runs_and_duplicates_are_still_found():
+    assert len(parse_spec(with_(max_configurations=12)).grid) == 12
+    with pytest.raises(SpecError, match=r"grid\[1\]: repeats a configuration of grid\[1\]"):
+        parse_spec(with_(grid__1__threshold_factor=[0.5, 1.0, 0.5]))

@@ -16,6 +16,7 @@
     max_concurrent: 4                     # Tune trials at once (default: as resources allow)
     max_failures: 1                       # retries of a Tune trial after an infrastructure fault
     pack_size: auto                       # trial configurations per Tune trial (auto: see plan.py)
+    max_configurations: 1000000           # a larger grid is refused before it is expanded
 
 Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
 """
@@ -23,6 +24,7 @@ Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
-from prunerlib.config import TrialConfig
+from prunerlib.config import _MAX_SEED, TrialConfig, _show
 from prunerlib.errors import ConfigError
 
 Sampler = Literal["tpe", "nsga2", "random", "grid"]
@@ -48,7 +50,11 @@ METHOD_SETTINGS = {
     "threshold_factor": "threshold", "threshold_stat": "threshold", "threshold_layers": "threshold",
 }
 _TOP_KEYS = ("name", "description", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
-             "max_failures", "pack_size")
+             "max_failures", "pack_size", "max_configurations")
+# The sweep folder is named after the spec and Tune nests its own names below it: well within
+# the file system's 255 bytes per name.
+_MAX_NAME = 100
+_MAX_CONFIGURATIONS = 10**6
 _SETTINGS = tuple(f.name for f in fields(TrialConfig))
 # Settings whose single value is a list: in a grid, only a list of such lists is an axis.
 _LIST_VALUED = ("conv_channels", "threshold_layers")
@@ -117,7 +123,9 @@ def parse_spec(raw: Any) -> SweepSpec:
             raise SpecError(f"{key}: unknown key (known: {', '.join(_TOP_KEYS)})")
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise SpecError(f"name: must be a folder-safe name (letters, digits, _ . -), got {name!r}")
+        raise SpecError(f"name: must be a folder-safe name (letters, digits, _ . -), got {_kind(name)}")
+    if len(name) > _MAX_NAME:
+        raise SpecError(f"name: at most {_MAX_NAME} characters (it names the sweep folder), got {len(name)}")
     fixed = _mapping(raw.get("fixed", {}), "fixed")
     for key in fixed:
         _setting_name(key, f"fixed.{key}")
@@ -129,7 +137,8 @@ def parse_spec(raw: Any) -> SweepSpec:
         raise SpecError("grid: a spec needs a grid or a search")
     if "grid" in raw and "search" in raw:
         raise SpecError("search: a spec runs a grid or a search, not both; put the search in a spec of its own")
-    grid = _grid(raw.get("grid", []), fixed, seeds) if "grid" in raw else ()
+    limit = _integer(raw.get("max_configurations", _MAX_CONFIGURATIONS), "max_configurations", low=1)
+    grid = _grid(raw.get("grid", []), fixed, seeds, limit) if "grid" in raw else ()
     search = _search(raw["search"], fixed, seeds) if "search" in raw else None
     resources = _mapping(raw.get("resources", {}), "resources")
     for key in resources:
@@ -141,47 +150,59 @@ def parse_spec(raw: Any) -> SweepSpec:
         raise SpecError(f"resources.gpu: above 1 a trial takes whole GPUs, got {gpu}")
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
-        max_concurrent = _integer(max_concurrent, "max_concurrent", low=1)
+        max_concurrent = _integer(max_concurrent, "max_concurrent", low=1, high=10**6)
     return SweepSpec(
         name=name, fixed=fixed, seeds=seeds, grid=grid, search=search, cpu=cpu, gpu=gpu,
-        max_concurrent=max_concurrent, max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0),
+        max_concurrent=max_concurrent,
+        max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0, high=1000),
         pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw,
     )
 
 
 # --------------------------------------------------------------------------------------------
-def _grid(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> tuple[TrialConfig, ...]:
+def _grid(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...], limit: int) -> tuple[TrialConfig, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError(f"grid: must be a non-empty list of sub-grids (mappings of settings), got {_kind(raw)}")
-    configs: dict[str, tuple[TrialConfig, str]] = {}
-    for i, entry in enumerate(raw):
+    subgrids = [_axes(entry, f"grid[{i}]") for i, entry in enumerate(raw)]
+    # Counted from the axes before anything is expanded, so a mistaken 10^9 grid fails at once.
+    size = sum(math.prod(len(values) for values in axes.values()) for axes in subgrids) * len(seeds)
+    if size > limit:
+        raise SpecError(f"grid: {size} trial configurations (sub-grids × seeds) exceed max_configurations {limit}; "
+                        f"split the sweep or raise max_configurations")
+    configs: dict[TrialConfig, str] = {}  # a frozen dataclass hashes and compares by its settings
+    for i, axes in enumerate(subgrids):
         where = f"grid[{i}]"
-        entry = _mapping(entry, where)
-        if not entry:
-            raise SpecError(f"{where}: empty sub-grid; give at least a pruner")
-        axes: dict[str, list[Any]] = {}
-        for key, value in entry.items():
-            _setting_name(key, f"{where}.{key}")
-            if key == "seed":
-                raise SpecError(f"{where}.seed: list seeds under the top-level 'seeds' key instead")
-            if isinstance(value, list) and (key not in _LIST_VALUED or all(isinstance(v, list) for v in value)):
-                if not value:
-                    raise SpecError(f"{where}.{key}: empty list leaves the sub-grid with no trial")
-                axes[key] = value
-            else:
-                axes[key] = [value]
-        _check_method_settings(entry, where)
-        for combo in itertools.product(*axes.values()):
-            point = dict(zip(axes, combo))
-            paths = {k: f"{where}.{k}" + (f"[{axes[k].index(v)}]" if len(axes[k]) > 1 else "")
-                     for k, v in point.items()}
+        for combo in itertools.product(*(enumerate(values) for values in axes.values())):
+            point = {key: value for key, (_, value) in zip(axes, combo)}
+            paths = {key: f"{where}.{key}" + (f"[{at}]" if len(axes[key]) > 1 else "")
+                     for key, (at, _) in zip(axes, combo)}
             for seed in seeds:
                 cfg = _config({**fixed, **point, "seed": seed}, paths, where)
-                previous = configs.get(cfg.config_hash())
+                previous = configs.get(cfg)
                 if previous is not None:
-                    raise SpecError(f"{where}: repeats a configuration of {previous[1]} ({_describe(point)})")
-                configs[cfg.config_hash()] = (cfg, where)
-    return tuple(cfg for cfg, _ in configs.values())
+                    raise SpecError(f"{where}: repeats a configuration of {previous} ({_describe(point)})")
+                configs[cfg] = where
+    return tuple(configs)
+
+
+def _axes(entry: Any, where: str) -> dict[str, list[Any]]:
+    """A sub-grid's settings as axes: a list value is an axis, any other value an axis of one."""
+    entry = _mapping(entry, where)
+    if not entry:
+        raise SpecError(f"{where}: empty sub-grid; give at least a pruner")
+    axes: dict[str, list[Any]] = {}
+    for key, value in entry.items():
+        _setting_name(key, f"{where}.{key}")
+        if key == "seed":
+            raise SpecError(f"{where}.seed: list seeds under the top-level 'seeds' key instead")
+        if isinstance(value, list) and (key not in _LIST_VALUED or all(isinstance(v, list) for v in value)):
+            if not value:
+                raise SpecError(f"{where}.{key}: empty list leaves the sub-grid with no trial")
+            axes[key] = value
+        else:
+            axes[key] = [value]
+    _check_method_settings(entry, where)
+    return axes
 
 
 def _check_method_settings(entry: dict[str, Any], where: str) -> None:
@@ -297,15 +318,16 @@ def _absolute_data(fixed: dict[str, Any]) -> dict[str, Any]:
 def _pack_size(raw: Any) -> int | None:
     if raw == "auto":
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-        raise SpecError(f"pack_size: must be auto or a whole number of configurations, at least 1, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= _MAX_CONFIGURATIONS:
+        raise SpecError(f"pack_size: must be auto or a whole number of configurations, 1 to {_MAX_CONFIGURATIONS}, "
+                        f"got {_kind(raw)}")
     return raw
 
 
 def _seeds(raw: Any) -> tuple[int, ...]:
     if not isinstance(raw, list) or not raw:
         raise SpecError(f"seeds: must be a non-empty list of integers, got {_kind(raw)}")
-    seeds = tuple(_integer(s, f"seeds[{i}]", low=0) for i, s in enumerate(raw))
+    seeds = tuple(_integer(s, f"seeds[{i}]", low=0, high=_MAX_SEED) for i, s in enumerate(raw))
     if len(set(seeds)) != len(seeds):
         raise SpecError(f"seeds: repeats a seed: {list(seeds)}")
     return seeds
@@ -328,17 +350,21 @@ def _mapping(raw: Any, path: str) -> dict[str, Any]:
 
 def _number(raw: Any, path: str, low: float | None = None, open_low: bool = False) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise SpecError(f"{path}: must be a number, got {raw!r}")
+        raise SpecError(f"{path}: must be a number, got {_kind(raw)}")
+    if not (-1e300 < raw < 1e300):  # NaN and the infinities fail every range check below; huge ints overflow
+        raise SpecError(f"{path}: must be a finite number, got {_show(raw)}")
     if low is not None and (raw <= low if open_low else raw < low):
         raise SpecError(f"{path}: must be {'above' if open_low else 'at least'} {low}, got {raw}")
     return float(raw)
 
 
-def _integer(raw: Any, path: str, low: int | None = None) -> int:
+def _integer(raw: Any, path: str, low: int | None = None, high: int | None = None) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise SpecError(f"{path}: must be an integer, got {raw!r}")
+        raise SpecError(f"{path}: must be an integer, got {_kind(raw)}")
     if low is not None and raw < low:
-        raise SpecError(f"{path}: must be at least {low}, got {raw}")
+        raise SpecError(f"{path}: must be at least {low}, got {_show(raw)}")
+    if high is not None and raw > high:
+        raise SpecError(f"{path}: must be at most {high}, got {_show(raw)}")
     return raw
 
 
