@@ -50,10 +50,24 @@ def test_the_dry_run_lists_every_trial_and_the_resource_plan():
 
 def test_a_search_asks_for_batches_of_points():
     spec = parse_spec({"name": "s", "seeds": [0, 1], "fixed": {"pruner": "threshold"}, "search": {
-        "sampler": "tpe", "num_samples": 40, "objectives": {"acc_finetuned": "max"},
+        "sampler": "tpe", "num_samples": 40, "objectives": {"val_acc_finetuned": "max"},
         "space": {"threshold_factor": {"low": 0.5, "high": 2, "log": True}}}})
     assert search_batch(spec, parallel=2) == 5  # 4 rounds of results per slot
     assert search_batch(parse_spec({**spec.raw, "pack_size": 6}), parallel=2) == 3  # 6 configs = 3 points × 2 seeds
     text = plan_text(spec, cpus=2)
-    assert "Optuna tpe sampler, 40 point(s) × 2 seed(s) = 80 trial configuration(s), 5 point(s) per Tune trial" in text
-    assert "threshold_factor: log-range [0.5, 2]" in text and "acc_finetuned (max)" in text
+    assert "Optuna tpe sampler (seed 0), 40 point(s) × 2 seed(s) = 80 trial configuration(s), 5 point(s) per Tune " \
+           "trial" in text
+    assert "threshold_factor: log-range [0.5, 2]" in text and "val_acc_finetuned (max)" in text
+
+
+def test_the_dry_run_says_when_a_search_repeats_itself_and_how_the_data_is_split():
+    search = {"sampler": "nsga2", "num_samples": 32, "sampler_options": {"population_size": 8}, "seed": 3,
+              "objectives": {"val_acc_finetuned": "max"}, "space": {"threshold_factor": {"low": 0.5, "high": 2}}}
+    spec = parse_spec({"name": "s", "seeds": [0, 1], "fixed": {"pruner": "threshold", "data_seed": "per_seed"},
+                       "search": search})
+    text = plan_text(spec, cpus=2)
+    assert "Optuna nsga2 sampler (seed 3, population_size 8), 32 point(s)" in text
+    assert "asked in rounds of 2 Tune trial(s), each round after every result of the last: the same points on " \
+           "every fresh run with 2 slot(s) at once" in text
+    assert "data split: each seed its own (data_seed = seed)" in text
+    assert "data split: data_seed 0 for every seed (seeds vary training only)" in plan_text(parse_spec(SPEC), cpus=2)

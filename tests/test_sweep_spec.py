@@ -33,7 +33,8 @@ def with_(**changes):
 
 
 DELETE = object()
-SEARCH = {"sampler": "nsga2", "num_samples": 4, "objectives": {"acc_finetuned": "max"},
+SEARCH = {"sampler": "nsga2", "sampler_options": {"population_size": 2}, "num_samples": 4,
+          "objectives": {"val_acc_finetuned": "max"},
           "space": {"threshold_factor": {"low": 0.5, "high": 2.0}}}
 
 
@@ -89,7 +90,8 @@ MALFORMED = [
     (with_(search=SEARCH), "search: a spec runs a grid or a search, not both"),
     (with_(grid=DELETE, search={**SEARCH, "sampler": "bayes"}), "search.sampler: must be one of"),
     (with_(grid=DELETE, search={**SEARCH, "objectives": {"accuracy": "max"}}), "search.objectives.accuracy: not an objective"),
-    (with_(grid=DELETE, search={**SEARCH, "objectives": {"acc_finetuned": "up"}}), "search.objectives.acc_finetuned: must be max or min"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"val_acc_finetuned": "up"}}),
+     "search.objectives.val_acc_finetuned: must be max or min"),
     (with_(grid=DELETE, search={**SEARCH, "objectives": {"filters_removed_frac": "max"}}),
      "search.objectives.filters_removed_frac: the Waveform FFN has no conv filters"),
     (with_(grid=DELETE, search={**SEARCH, "space": {"angle_cutoff": {"low": 5, "high": 95}}}),
@@ -201,3 +203,73 @@ def test_a_grid_within_max_configurations_runs_and_duplicates_are_still_found():
     assert len(parse_spec(with_(max_configurations=12)).grid) == 12
     with pytest.raises(SpecError, match=r"grid\[1\]: repeats a configuration of grid\[1\]"):
         parse_spec(with_(grid__1__threshold_factor=[0.5, 1.0, 0.5]))
+
+
+SEARCH_ERRORS = [
+    # Selection on test data biases every reported number: the validation metrics are the objectives.
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"acc_finetuned": "max"}}),
+     "search.objectives.acc_finetuned: a test-set metric; choosing settings on test data biases every number "
+     "reported for them: optimise val_acc_finetuned instead"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"acc_pruned": "max"}}),
+     "search.objectives.acc_pruned: a test-set metric"),
+    (with_(grid=DELETE, search={**SEARCH, "objectives": {"weights_removed_frac": "max", "acc_pretrain": "max"}}),
+     "search.objectives.acc_pretrain: a test-set metric"),
+    # The sampler's options are its constructor's; a search that never leaves random sampling is refused.
+    (with_(grid=DELETE, search={**SEARCH, "sampler_options": {"pop_size": 8}}),
+     "search.sampler_options.pop_size: not an option of the nsga2 sampler (valid: population_size, mutation_prob, "
+     "crossover_prob, swapping_prob)"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler": "tpe", "sampler_options": {"population_size": 8}}),
+     "search.sampler_options.population_size: not an option of the tpe sampler (valid: consider_prior"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler_options": {"population_size": 1}}),
+     "search.sampler_options: the nsga2 sampler refuses {'population_size': 1}"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler_options": {}, "num_samples": 24}),
+     "search.num_samples: NSGA-II never leaves its first, random generation with 24 point(s) and population_size 50"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler_options": {"population_size": 4}}),
+     "search.num_samples: NSGA-II never leaves its first, random generation with 4 point(s) and population_size 4"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler": "tpe", "sampler_options": {}, "num_samples": 10}),
+     "search.num_samples: TPE never leaves its 10 random startup trials with 10 point(s)"),
+    (with_(grid=DELETE, search={**SEARCH, "sampler": "tpe", "sampler_options": {"n_startup_trials": 6}, "num_samples": 5}),
+     "search.num_samples: TPE never leaves its 6 random startup trials with 5 point(s)"),
+    (with_(fixed__data_seed="each"), "fixed.data_seed: must be an integer >= 0 (one split for every seed) or per_seed"),
+    (with_(fixed__data_seed=-1), "fixed.data_seed: must be an integer >= 0"),
+    (with_(fixed__data_seed=True), "fixed.data_seed: must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("spec, message", SEARCH_ERRORS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(SEARCH_ERRORS)])
+def test_test_set_objectives_idle_samplers_and_bad_data_seeds_exit_2_with_one_line(tmp_path, capsys, spec, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code = main(["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_search_optimises_validation_accuracy_with_the_samplers_own_options():
+    from prunerlib.sweep.search import make_sampler
+
+    spec = parse_spec(with_(grid=DELETE, search={**SEARCH, "num_samples": 32, "sampler_options": {
+        "population_size": 8, "crossover_prob": 0.8}, "objectives": {"val_acc_finetuned": "max", "val_acc_pruned": "max"}}))
+    assert spec.search.objectives == (("val_acc_finetuned", "max"), ("val_acc_pruned", "max"))
+    sampler = make_sampler(spec.search, seed=3)
+    assert sampler._population_size == 8
+    tpe = parse_spec(with_(grid=DELETE, search={**SEARCH, "sampler": "tpe", "num_samples": 8,
+                                                 "sampler_options": {"n_startup_trials": 3, "multivariate": True}}))
+    assert make_sampler(tpe.search, seed=0)._n_startup_trials == 3
+
+
+def test_data_seed_per_seed_gives_every_seed_its_own_split_in_grids_and_searches():
+    from prunerlib.sweep.runner import SweepContext
+    from prunerlib.sweep.search import POINTS
+
+    grid = parse_spec(with_(fixed__data_seed="per_seed"))
+    assert all(cfg.data_seed == cfg.seed for cfg in grid.grid) and {cfg.data_seed for cfg in grid.grid} == {0, 1}
+    assert {cfg.data_seed for cfg in parse_spec(with_(fixed__data_seed=7)).grid} == {7}
+    assert {cfg.data_seed for cfg in parse_spec(GOOD).grid} == {0}  # by default seeds vary training only
+    search = parse_spec(with_(grid=DELETE, fixed__data_seed="per_seed", search=SEARCH))
+    ctx = SweepContext(name="t", storage="/tmp", fixed=search.fixed, seeds=search.seeds, packs={}, objectives=(),
+                       threads=1, gpu_share=1.0)
+    members = ctx.members({POINTS: [{"threshold_factor": 1.0}]})
+    assert [(m.seed, m.data_seed) for m in members] == [(0, 0), (1, 1)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from prunerlib.config import TrialConfig
 from prunerlib.population import pack_size_for, population_key
-from prunerlib.sweep.spec import Range, SweepSpec
+from prunerlib.sweep.spec import PER_SEED, Range, SweepSpec
 
 SEARCH_ROUNDS = 4  # auto: the study gets at least this many rounds of results per slot
 
@@ -118,15 +118,22 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> 
         s = spec.search
         objectives = ", ".join(f"{m} ({mode})" for m, mode in s.objectives)
         batch = search_batch(spec, parallel)
-        lines.append(f"search: Optuna {s.sampler} sampler, {s.num_samples} point(s) × {len(spec.seeds)} seed(s) "
-                     f"= {s.num_samples * len(spec.seeds)} trial configuration(s), {batch} point(s) per Tune trial "
-                     f"(pack_size {size}); objectives: {objectives}")
+        options = "".join(f", {k} {v}" for k, v in s.sampler_options.items())
+        lines.append(f"search: Optuna {s.sampler} sampler (seed {s.seed}{options}), {s.num_samples} point(s) × "
+                     f"{len(spec.seeds)} seed(s) = {s.num_samples * len(spec.seeds)} trial configuration(s), "
+                     f"{batch} point(s) per Tune trial (pack_size {size}); objectives: {objectives}")
+        lines.append(f"  asked in rounds of {parallel} Tune trial(s), each round after every result of the last: "
+                     f"the same points on every fresh run with {parallel} slot(s) at once (not across slot "
+                     f"counts, nor after --resume)")
         for key, dim in s.space.items():
             shown = (f"{'int ' if dim.integer else ''}{'log-' if dim.log else ''}range [{dim.low:g}, {dim.high:g}]"
                      if isinstance(dim, Range) else f"one of {list(dim)}")
             lines.append(f"  {key}: {shown}")
         if spec.fixed:
             lines.append(f"  fixed: {spec.fixed}")
+    data_seed = spec.fixed.get("data_seed", 0)
+    lines.append("data split: each seed its own (data_seed = seed)" if data_seed == PER_SEED else
+                 f"data split: data_seed {data_seed} for every seed (seeds vary training only)")
     gpu = f", {spec.gpu:g} GPU" if spec.gpu else ""
     lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial; {parallel} at once on {cpus:g} CPU(s)"
                  + (f" and {gpus:g} GPU(s)" if spec.gpu else "")

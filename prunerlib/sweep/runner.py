@@ -29,7 +29,7 @@ from prunerlib.pipeline import Workdirs, failed_rows, identity_columns
 from prunerlib.population import run_pack
 from prunerlib.sweep.plan import grid_packs, search_batch, slots
 from prunerlib.sweep.search import POINTS, VALUES, BatchedOptunaSearch
-from prunerlib.sweep.spec import SpecError, SweepSpec
+from prunerlib.sweep.spec import SpecError, SweepSpec, seeded
 from prunerlib.sweep.store import SweepFolder
 from prunerlib.sweep.summary import summarise
 
@@ -55,7 +55,7 @@ class SweepContext:
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
             return [TrialConfig.from_dict(settings) for settings in self.packs[params["pack"]]]
-        return [TrialConfig.from_dict({**self.fixed, **point, "seed": s}) for point in params[POINTS]
+        return [TrialConfig.from_dict({**seeded(self.fixed, s), **point}) for point in params[POINTS]
                 for s in self.seeds]
 
 

@@ -6,6 +6,13 @@ study at once (`study.ask`), and each point is told its own objective values (`s
 the study sees exactly the trials it would see one at a time, and `study.best_trials` is the
 Pareto front of the points. The study lives in a journal file, so `optuna.load_study` and
 `optuna-dashboard` open it during and after the sweep, and a resumed sweep continues it.
+
+A seeded search asks the same points on every run with the same number of slots. What a
+sampler asks depends on which results it has been told; with several Tune trials running, the
+order results come back in is the machine's, so the searcher asks in rounds: one Tune trial per
+slot, all asked before any result is told, and the next round only once every result of this
+one is in. A slot that finishes early waits for its round (the packs of a round are alike, so
+briefly). A resumed sweep offsets the sampler's seed and does not repeat an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
-from prunerlib.sweep.spec import Range, Search
+from prunerlib.sweep.spec import Range, Search, sampler_class
 
 POINTS = "points"  # the Tune trial config key: the list of points (settings) it evaluates
 VALUES = "point_values"  # the reported key: one list of objective values per point
@@ -38,13 +45,10 @@ def distributions(search: Search) -> dict[str, optuna.distributions.BaseDistribu
 
 
 def make_sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
-    if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    cls = sampler_class(search.sampler)
     if search.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in search.space.items()}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        return cls({k: list(v) for k, v in search.space.items()}, seed=seed)
+    return cls(**search.sampler_options, seed=seed)
 
 
 def open_study(search: Search, name: str, journal: str) -> optuna.Study:
@@ -66,6 +70,8 @@ class BatchedOptunaSearch(Searcher):
         super().__init__(metric=metrics, mode=[d for _, d in search.objectives])
         self.search, self.name, self.journal, self.batch = search, name, journal, batch
         self.live: dict[str, list[int]] = {}  # Tune trial id -> Optuna trial numbers
+        self.round: set[str] = set()  # Tune trials asked in this round and not yet told
+        self.closed = False  # a result of this round is in: ask nothing until the rest are
         self._study: optuna.Study | None = None
 
     @property
@@ -82,6 +88,8 @@ class BatchedOptunaSearch(Searcher):
         held = {number for numbers in self.live.values() for number in numbers}
         orphans = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.number not in held]
         points = [(t.number, t.params) for t in orphans[: self.batch]]
+        if not points and self.closed:
+            return None  # Tune asks again on its next step
         space = distributions(self.search)
         for _ in range(min(self.batch - len(points), self.search.num_samples - len(trials))):
             trial = self.study.ask(space)
@@ -89,10 +97,13 @@ class BatchedOptunaSearch(Searcher):
         if not points:
             return Searcher.FINISHED
         self.live[trial_id] = [number for number, _ in points]
+        self.round.add(trial_id)
         return {POINTS: [params for _, params in points]}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         numbers = self.live.pop(trial_id, [])
+        self.round.discard(trial_id)
+        self.closed = bool(self.round)
         values = (result or {}).get(VALUES) if not error else None
         for i, number in enumerate(numbers):
             point = values[i] if values is not None and i < len(values) else None
@@ -105,7 +116,7 @@ class BatchedOptunaSearch(Searcher):
     # Tune pickles the searcher into its experiment state and saves it with these; the study
     # itself is in the journal, so only the bookkeeping travels.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None}
+        return {**self.__dict__, "_study": None, "round": set(), "closed": False}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

@@ -1,7 +1,8 @@
 """A sweep spec (YAML): what to run, validated whole before anything starts.
 
     name: paper_waveform
-    fixed: {dataset: waveform}            # TrialConfig settings every trial shares
+    fixed: {dataset: waveform}            # TrialConfig settings every trial shares;
+                                          # data_seed: per_seed gives each seed its own split
     seeds: [0, 1, 2, 3, 4]
     grid:                                 # per-pruner sub-grids; a list value is a grid axis
       - {pruner: distinctiveness, attributes: [21, 40], angle_cutoff: [10, 15, 20]}
@@ -9,8 +10,9 @@
       - {pruner: none, attributes: [21, 40]}
     search:                               # instead of a grid: an Optuna study
       sampler: nsga2                      # tpe | nsga2 | random | grid
-      num_samples: 40
-      objectives: {acc_finetuned: max, weights_removed_frac: max}
+      sampler_options: {population_size: 8}   # keyword arguments of the Optuna sampler
+      num_samples: 40                     # nsga2: above population_size; tpe: above n_startup_trials
+      objectives: {val_acc_finetuned: max, weights_removed_frac: max}   # validation metrics only
       space: {threshold_factor: {low: 0.25, high: 2.5}, pruner: [threshold]}
     resources: {cpu: 1, gpu: 0}           # per Tune trial; fractional GPUs allowed
     max_concurrent: 4                     # Tune trials at once (default: as resources allow)
@@ -37,9 +39,10 @@ from prunerlib.errors import ConfigError
 
 Sampler = Literal["tpe", "nsga2", "random", "grid"]
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-# Metrics of a trial's final row that a search can optimise.
+# Metrics of a trial's final row that a search can optimise. Accuracy is the validation slice's:
+# choosing settings on the test set would bias every test figure reported for them (SPEC §5).
 OBJECTIVE_METRICS = (
-    "acc_finetuned", "acc_pruned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac",
+    "val_acc_finetuned", "val_acc_pruned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac",
     "compression_ratio", "theoretical_speedup", "params_nonzero", "flops_pruned",
 )
 # Method settings and the pruner they belong to: a grid entry may only vary settings of its own
@@ -49,6 +52,10 @@ METHOD_SETTINGS = {
     "distinct_max_patterns": "distinctiveness",
     "threshold_factor": "threshold", "threshold_stat": "threshold", "threshold_layers": "threshold",
 }
+# Test-set accuracies a row carries, refused as objectives, and the validation metric to use instead.
+TEST_METRICS = {"acc_finetuned": "val_acc_finetuned", "acc_pruned": "val_acc_pruned", "acc_pretrain": "val_acc_pretrain",
+                "train_acc_pretrain": "val_acc_pretrain", "train_acc_finetuned": "val_acc_finetuned"}
+PER_SEED = "per_seed"  # fixed.data_seed: every trial's data split is drawn from its own seed
 _TOP_KEYS = ("name", "description", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
              "max_failures", "pack_size", "max_configurations")
 # The sweep folder is named after the spec and Tune nests its own names below it: well within
@@ -81,6 +88,7 @@ class Search:
     objectives: tuple[tuple[str, str], ...]  # (metric, "max" | "min")
     space: dict[str, Range | tuple[Any, ...]]  # a tuple is a categorical choice
     seed: int = 0
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the sampler
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     if "seed" in fixed:
         raise SpecError("fixed.seed: list seeds under the top-level 'seeds' key instead")
     fixed = _absolute_data(fixed)
+    _data_seed(fixed.get("data_seed", 0))
     seeds = _seeds(raw.get("seeds", [0]))
     if "grid" not in raw and "search" not in raw:
         raise SpecError("grid: a spec needs a grid or a search")
@@ -177,7 +186,7 @@ def _grid(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...], limit: int) -
             paths = {key: f"{where}.{key}" + (f"[{at}]" if len(axes[key]) > 1 else "")
                      for key, (at, _) in zip(axes, combo)}
             for seed in seeds:
-                cfg = _config({**fixed, **point, "seed": seed}, paths, where)
+                cfg = _config({**seeded(fixed, seed), **point}, paths, where)
                 previous = configs.get(cfg)
                 if previous is not None:
                     raise SpecError(f"{where}: repeats a configuration of {previous} ({_describe(point)})")
@@ -217,7 +226,7 @@ def _check_method_settings(entry: dict[str, Any], where: str) -> None:
 
 def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
     raw = _mapping(raw, "search")
-    known = ("sampler", "num_samples", "objectives", "space", "seed")
+    known = ("sampler", "sampler_options", "num_samples", "objectives", "space", "seed")
     for key in raw:
         if key not in known:
             raise SpecError(f"search.{key}: unknown key (known: {', '.join(known)})")
@@ -226,9 +235,12 @@ def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
         raise SpecError(f"search.sampler: must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     objectives_raw = _mapping(raw.get("objectives"), "search.objectives")
     if not objectives_raw:
-        raise SpecError("search.objectives: name at least one metric with max or min, e.g. {acc_finetuned: max}")
+        raise SpecError("search.objectives: name at least one metric with max or min, e.g. {val_acc_finetuned: max}")
     objectives = []
     for metric, mode in objectives_raw.items():
+        if metric in TEST_METRICS:
+            raise SpecError(f"search.objectives.{metric}: a test-set metric; choosing settings on test data biases "
+                            f"every number reported for them: optimise {TEST_METRICS[metric]} instead")
         if metric not in OBJECTIVE_METRICS:
             raise SpecError(f"search.objectives.{metric}: not an objective (one of {', '.join(OBJECTIVE_METRICS)})")
         if mode not in ("max", "min"):
@@ -250,8 +262,9 @@ def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
         extremes = ([int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]) \
             if isinstance(dim, Range) else list(dim)
         for value in extremes:  # a range valid at both ends is valid throughout
-            _config({**fixed, key: value, "seed": seeds[0]}, {key: path}, path)
+            _config({**seeded(fixed, seeds[0]), key: value}, {key: path}, path)
     num_samples = _integer(raw.get("num_samples", 10), "search.num_samples", low=1)
+    options = _sampler_options(raw.get("sampler_options"), sampler, space, num_samples)
     if sampler == "grid":
         points = 1
         for dim in space.values():
@@ -259,7 +272,64 @@ def _search(raw: Any, fixed: dict[str, Any], seeds: tuple[int, ...]) -> Search:
         if num_samples > points:
             raise SpecError(f"search.num_samples: the grid sampler's space has only {points} point(s), "
                             f"got {num_samples}")
-    return Search(sampler, num_samples, tuple(objectives), space, _integer(raw.get("seed", 0), "search.seed", low=0))
+    return Search(sampler, num_samples, tuple(objectives), space, _integer(raw.get("seed", 0), "search.seed", low=0),
+                  options)
+
+
+def sampler_class(sampler: str) -> type:
+    import optuna
+
+    return {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+            "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler}[sampler]
+
+
+def sampler_options(sampler: str) -> dict[str, Any]:
+    """The options a spec may set: the sampler's keyword arguments that YAML can spell (not
+    callables or strategy objects), with their defaults. The seed is search.seed."""
+    import inspect
+
+    params = inspect.signature(sampler_class(sampler)).parameters.values()
+    return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY and p.name != "seed"
+            and not any(word in str(p.annotation) for word in ("Callable", "Base", "Mapping"))}
+
+
+def _sampler_options(raw: Any, sampler: str, space: dict[str, Any], num_samples: int) -> dict[str, Any]:
+    options = _mapping(raw, "search.sampler_options")
+    known = sampler_options(sampler)
+    for key in options:
+        if key not in known:
+            raise SpecError(f"search.sampler_options.{key}: not an option of the {sampler} sampler "
+                            f"(valid: {', '.join(known) or 'none'})")
+    try:  # the sampler checks its own values (population_size >= 2, ...)
+        sampler_class(sampler)(**options, **({"search_space": {k: list(v) for k, v in space.items()}}
+                                             if sampler == "grid" else {}))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"search.sampler_options: the {sampler} sampler refuses {options}: {exc}") from None
+    # A search that never gets past the sampler's random start is random search under another name.
+    if sampler == "nsga2":
+        population = options.get("population_size", known["population_size"])
+        if num_samples <= population:
+            raise SpecError(f"search.num_samples: NSGA-II never leaves its first, random generation with "
+                            f"{num_samples} point(s) and population_size {population}; ask for more points or "
+                            f"set search.sampler_options.population_size below {num_samples}")
+    if sampler == "tpe":
+        startup = options.get("n_startup_trials", known["n_startup_trials"])
+        if num_samples <= startup:
+            raise SpecError(f"search.num_samples: TPE never leaves its {startup} random startup trials with "
+                            f"{num_samples} point(s); ask for more points or set "
+                            f"search.sampler_options.n_startup_trials below {num_samples}")
+    return options
+
+
+def seeded(fixed: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A trial's settings at `seed`; with data_seed: per_seed the data split follows the seed."""
+    return {**fixed, "seed": seed, **({"data_seed": seed} if fixed.get("data_seed") == PER_SEED else {})}
+
+
+def _data_seed(raw: Any) -> None:
+    if raw != PER_SEED and (isinstance(raw, bool) or not isinstance(raw, int) or raw < 0):
+        raise SpecError(f"fixed.data_seed: must be an integer >= 0 (one split for every seed) or {PER_SEED} "
+                        f"(each seed its own split), got {raw!r}")
 
 
 def _dimension(raw: Any, path: str, grid_sampler: bool) -> Range | tuple[Any, ...]:
