@@ -23,9 +23,11 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 # The paper's Tables 1-3: both paper sweeps (continued if interrupted), then the report.
+# A sweep that ends incomplete exits non-zero, and make stops before the report.
+# (--resume is refused for a sweep that never started: it would hide a mistyped --storage.)
 paper: $(VENV)/.installed
-	$(BIN)/prunerlib sweep sweeps/paper_waveform.yaml --resume
-	$(BIN)/prunerlib sweep sweeps/paper_cnn.yaml --resume --set data=$(abspath $(CATSDOGS))
+	$(BIN)/prunerlib sweep sweeps/paper_waveform.yaml $(if $(wildcard runs/paper_waveform/spec.yaml),--resume)
+	$(BIN)/prunerlib sweep sweeps/paper_cnn.yaml $(if $(wildcard runs/paper_cnn/spec.yaml),--resume) --set data=$(abspath $(CATSDOGS))
 	$(BIN)/python analysis/report.py runs/paper_waveform/results.parquet runs/paper_cnn/results.parquet --out runs/paper_report
 
 clean:

@@ -76,7 +76,8 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Append rows to a Parquet file: read, add, write a temporary file, rename over.
     A lock keeps two trials appending to one file from losing each other's rows."""
-    path = Path(path)
+    link = Path(path)
+    path = link.resolve()  # through a symlink: renaming over the link would replace it by a plain file
     path.parent.mkdir(parents=True, exist_ok=True)
     table = to_table(rows)
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
@@ -84,6 +85,9 @@ def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
         if path.exists():
             table = pa.concat_tables([pq.read_table(path).cast(SCHEMA), table])
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    return path
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return link

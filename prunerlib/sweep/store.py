@@ -65,13 +65,9 @@ class SweepFolder:
             self._take_lock()
             if not self.spec_file.exists():
                 _atomic_write(self.spec_file, lambda tmp: Path(tmp).write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
-        except PermissionError as exc:
-            raise SpecError(f"storage: cannot write in {exc.filename or self.root}: permission denied; "
+        except OSError as exc:  # read-only, full, or not there: the user's storage, not a bug
+            raise SpecError(f"storage: cannot write in {exc.filename or self.root}: {exc.strerror}; "
                             f"choose a writable --storage") from None
-        except OSError as exc:
-            if exc.errno in (30, 28):  # EROFS, ENOSPC: the user's storage, not a bug
-                raise SpecError(f"storage: cannot write in {self.root}: {exc.strerror}; choose another --storage") from None
-            raise
         self._remove_temporaries()
 
     def _take_lock(self) -> None:
