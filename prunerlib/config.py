@@ -107,8 +107,19 @@ class TrialConfig:
         unknown = sorted(set(raw) - _HINTS.keys())
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(_HINTS))})")
-        values = {key: _coerce(key, value, _HINTS[key]) for key, value in raw.items()}
-        return cls(**values).resolved()
+        values = {**_FIELD_DEFAULTS, **{key: _coerce(key, value) for key, value in raw.items()}}
+        # Dataset defaults fill what is left open, then the one instance is built and validated.
+        dataset = _check_choice("dataset", values["dataset"], Dataset)
+        for key, default in DATASET_DEFAULTS[dataset].items():
+            if values[key] is None:
+                values[key] = default
+        if dataset == "catsdogs":
+            values["attributes"] = None
+        if values["pruner"] == "filters" and values["filters_pruned"] is None and values["filters_frac"] is None:
+            raise ConfigError("filters_pruned: pruner 'filters' needs filters_pruned or filters_frac")
+        cfg = cls(**values)
+        cfg._validate()
+        return cfg
 
     def replace(self, **changes: Any) -> TrialConfig:
         return TrialConfig.from_dict({**self.to_dict(), **changes})
@@ -117,18 +128,6 @@ class TrialConfig:
         # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
         values = ((key, getattr(self, key)) for key in _HINTS)
         return {key: list(value) if isinstance(value, tuple) else value for key, value in values}
-
-    def resolved(self) -> TrialConfig:
-        """Fill dataset defaults, then validate every setting."""
-        defaults = DATASET_DEFAULTS[_check_choice("dataset", self.dataset, Dataset)]
-        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        if self.dataset == "catsdogs":
-            filled["attributes"] = None
-        if self.pruner == "filters" and self.filters_pruned is None and self.filters_frac is None:
-            raise ConfigError("filters_pruned: pruner 'filters' needs filters_pruned or filters_frac")
-        cfg = dataclasses.replace(self, **filled)
-        cfg._validate()
-        return cfg
 
     # ----------------------------------------------------------------------------
     @property
@@ -272,18 +271,17 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
+def _coerce(key: str, value: Any) -> Any:
     """Accept what YAML and the command line produce; reject anything else by name."""
     if value is None:
-        if type(None) in get_args(hint):
+        if _NULLABLE[key]:
             return None
         raise ConfigError(f"{key}: must not be empty")
-    options = [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
-    for option in options:
+    for option in _OPTIONS[key]:
         converted = _try_convert(value, option)
         if converted is not _FAIL:
             return converted
-    raise ConfigError(f"{key}: expected {_describe(hint)}, got {_show(value)}")
+    raise ConfigError(f"{key}: expected {_describe(_HINTS[key])}, got {_show(value)}")
 
 
 _FAIL = object()
@@ -333,6 +331,12 @@ def _describe(hint: Any) -> str:
 # sweep validates 10^5 configurations before it starts.
 _HINTS: dict[str, Any] = get_type_hints(TrialConfig)
 _CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _HINTS.items() if (c := _literal_choices(hint))}
+_NULLABLE: dict[str, bool] = {name: type(None) in get_args(hint) for name, hint in _HINTS.items()}
+_OPTIONS: dict[str, list[Any]] = {
+    name: [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+    for name, hint in _HINTS.items()
+}
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 
 # Integer settings and their sane ranges: a value beyond what any machine runs would only fail
 # later, deep in numpy or torch, as a failed row rather than a one-line error. Seeds stay within
