@@ -8,7 +8,6 @@ leaves the network computing exactly what a physically smaller one computes (`co
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -128,7 +127,30 @@ def _filter_layer(model: nn.Module, conv: str) -> FilterLayer:
 def compact(model: nn.Module, masks: Masks) -> nn.Module:
     """The physically smaller network: removed units and filters are gone, not zeroed.
     Unstructured zeros inside the remaining matrices stay (they are not structure)."""
+    keep_out, keep_in = kept_indices(model, masks)
     small = copy.deepcopy(model)
+    for name in set(keep_out) | set(keep_in):
+        old = model.get_submodule(name)
+        weight = old.weight
+        bias = old.bias
+        if name in keep_out:
+            weight, bias = weight[keep_out[name]], bias[keep_out[name]]
+        if name in keep_in:
+            weight = weight[:, keep_in[name]]
+        # The copy's layer takes the kept slices as its parameters: no new layer to build and
+        # initialise (which would spend the global RNG and allocate off the weights' device).
+        layer = small.get_submodule(name)
+        layer.weight, layer.bias = nn.Parameter(weight.clone()), nn.Parameter(bias.clone())
+        if isinstance(layer, nn.Conv2d):
+            layer.out_channels, layer.in_channels = weight.shape[:2]
+        else:
+            layer.out_features, layer.in_features = weight.shape
+    return small
+
+
+def kept_indices(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per module, the output rows / channels and the input columns / channels `compact`
+    keeps, on the masks' device."""
     keep_out: dict[str, torch.Tensor] = {}  # module -> output rows/channels kept
     keep_in: dict[str, torch.Tensor] = {}  # module -> input columns/channels kept
     for layer in model.unit_layers:
@@ -141,23 +163,6 @@ def compact(model: nn.Module, masks: Masks) -> nn.Module:
         if layer.per_channel == 1:
             keep_in[layer.consumer] = live
         else:
-            keep_in[layer.consumer] = (live[:, None] * layer.per_channel + torch.arange(layer.per_channel)).flatten()
-    for name in set(keep_out) | set(keep_in):
-        old = model.get_submodule(name)
-        weight = old.weight
-        bias = old.bias
-        if name in keep_out:
-            weight, bias = weight[keep_out[name]], bias[keep_out[name]]
-        if name in keep_in:
-            weight = weight[:, keep_in[name]]
-        with warnings.catch_warnings():  # a layer pruned to zero width is legal here
-            warnings.simplefilter("ignore", UserWarning)
-            if isinstance(old, nn.Conv2d):
-                new = nn.Conv2d(weight.shape[1], weight.shape[0], old.kernel_size, old.stride, old.padding)
-            else:
-                new = nn.Linear(weight.shape[1], weight.shape[0])
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
-        parent, _, attr = name.rpartition(".")
-        setattr(small.get_submodule(parent) if parent else small, attr, new.to(weight.device))
-    return small
+            channel = torch.arange(layer.per_channel, device=live.device)
+            keep_in[layer.consumer] = (live[:, None] * layer.per_channel + channel).flatten()
+    return keep_out, keep_in

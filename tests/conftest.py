@@ -17,3 +17,7 @@ def catsdogs_dir() -> Path:
 def _one_thread():
     # Tiny models run fastest on one thread, and the suite shares 2 cores with CI.
     torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fake_cuda: runs the CUDA path on the fake CUDA device of tests/fake_cuda.py")
