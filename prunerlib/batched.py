@@ -123,11 +123,12 @@ class Population:
         failed = lib.ffn_epoch(k, h, i, fc2.shape[1], ptr(fc1), ptr(fc2), ptr(opt.exp_avg[0]), ptr(opt.exp_avg[1]),
                                ptr(second[0]), ptr(second[1]), ptr(self.keep[0]), ptr(self.keep[1]),
                                ptr(hyper[0]), ptr(hyper[1]), ptr(hyper[2]), ffn_kernel.OPTIMIZERS[opt.kind],
-                               ffn_kernel.ACTIVATIONS[self.act_name], int(opt.steps.item()), ptr(table),
+                               ffn_kernel.ACTIVATIONS[self.act_name], opt.step_count, ptr(table),
                                ptr(labels), n, ptr(idx), batch_size, ptr(losses))
         if failed:
             raise MemoryError("FFN kernel: out of memory for its scratch buffers")
         opt.steps += losses.shape[1]
+        opt.step_count += losses.shape[1]
         return losses.T
 
     def kernel_ready(self, table: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -222,7 +223,10 @@ class BatchedOptimizer:
         self.blocks = self._blocks()
         self.exp_avg = [torch.zeros_like(p) for p in params]  # Adam's first moment, or SGD's momentum buffer
         self.exp_avg_sq = [torch.zeros_like(p) for p in params] if self.kind == "adam" else []
+        # The step count twice: on the device for the fused Adam kernel, and on the host for
+        # SGD's first-step rule, so that no step waits on the device to read it.
         self.steps = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self.step_count = 0
 
     def retain(self, keep: torch.Tensor) -> None:
         self.hyper = [self.hyper[i] for i in keep.tolist()]
@@ -244,6 +248,7 @@ class BatchedOptimizer:
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         self.steps += 1
+        self.step_count += 1
         for rows, (lr, weight_decay, momentum) in self.blocks:
             block = lambda tensors: tensors if rows is None else [t[rows] for t in tensors]  # noqa: E731
             if self.kind == "adam":
@@ -262,7 +267,7 @@ class BatchedOptimizer:
         if weight_decay:
             grad = grad.add(param, alpha=weight_decay)
         if momentum:
-            if self.steps.item() == 1:
+            if self.step_count == 1:
                 buf.copy_(grad)
             else:
                 buf.mul_(momentum).add_(grad)

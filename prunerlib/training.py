@@ -77,12 +77,14 @@ def train(model: nn.Module, data: Data, cfg: TrialConfig, *, epochs: int, seed: 
     for epoch in bar:
         total = 0.0
         perm, flips = epoch_order(len(data.train_y), cfg.batch_size, order, data.flip)
+        # One upload of the epoch's order (and flips), not one per batch.
+        perm = perm.to(data.train_x.device)
+        flips = None if flips is None else flips.to(data.train_x.device)
         for lo in range(0, len(perm), cfg.batch_size):
             idx = perm[lo:lo + cfg.batch_size]
-            x, y = data.train_x[idx.to(data.train_x.device)], data.train_y[idx.to(data.train_y.device)]
+            x, y = data.train_x[idx], data.train_y[idx]
             if flips is not None:
-                flip = flips[lo:lo + cfg.batch_size].to(x.device)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                x = torch.where(flips[lo:lo + cfg.batch_size, None, None, None], x.flip(-1), x)
             loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
                 raise diverged(loss.item(), epoch + 1, desc)
