@@ -93,8 +93,8 @@ def test_a_killed_search_resumes_its_study_without_repeating_or_losing_a_point(t
     import optuna
 
     spec = {"name": "searchkill", "fixed": {**TINY, "epochs_finetune": 6, "pruner": "threshold"}, "seeds": [0, 1],
-            "search": {"sampler": "nsga2", "num_samples": 12, "seed": 0,
-                       "objectives": {"acc_finetuned": "max", "weights_removed_frac": "max"},
+            "search": {"sampler": "nsga2", "num_samples": 12, "seed": 0, "sampler_options": {"population_size": 4},
+                       "objectives": {"val_acc_finetuned": "max", "weights_removed_frac": "max"},
                        "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}},
             "max_concurrent": 1, "pack_size": 2}
     before = kill_after(spec, tmp_path, files=6)
@@ -120,8 +120,8 @@ def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_re
     import optuna
 
     spec = {"name": "pareto", "fixed": {**TINY, "pruner": "threshold"}, "seeds": [0],
-            "search": {"sampler": "nsga2", "num_samples": 8, "seed": 1,
-                       "objectives": {"acc_finetuned": "max", "weights_removed_frac": "max"},
+            "search": {"sampler": "nsga2", "num_samples": 8, "seed": 1, "sampler_options": {"population_size": 4},
+                       "objectives": {"val_acc_finetuned": "max", "weights_removed_frac": "max"},
                        "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}}}
     result = sweep(spec, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -131,13 +131,13 @@ def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_re
     assert len(complete) == 8
     df = pd.read_parquet(folder / "results.parquet")
     assert len(df) == 8 and (df["status"] == "ok").all()
-    points = list(zip(df["acc_finetuned"], df["weights_removed_frac"], df["threshold_factor"]))
+    points = list(zip(df["val_acc_finetuned"], df["weights_removed_frac"], df["threshold_factor"]))
     front = {round(f, 9) for a, w, f in points
              if not any(a2 >= a and w2 >= w and (a2, w2) != (a, w) for a2, w2, _ in points)}
     assert {round(t.params["threshold_factor"], 9) for t in study.best_trials} == front
     for trial in complete:  # the study's values are the rows' values
         row = df[(df["threshold_factor"] - trial.params["threshold_factor"]).abs() < 1e-12].iloc[0]
-        assert trial.values == pytest.approx([row["acc_finetuned"], row["weights_removed_frac"]])
+        assert trial.values == pytest.approx([row["val_acc_finetuned"], row["weights_removed_frac"]])
 
 
 @pytest.fixture
