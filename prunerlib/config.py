@@ -126,8 +126,7 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
-        values = ((key, getattr(self, key)) for key in _HINTS)
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in values}
+        return {key: _plain(getattr(self, key)) for key in _HINTS}
 
     # ----------------------------------------------------------------------------
     @property
@@ -149,14 +148,8 @@ class TrialConfig:
 
     def pretrain_key(self) -> str:
         """Identifies the pretrained model: data, model, seed and pretraining settings only."""
-        keys = (
-            "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
-            "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
-            "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
-            "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-        )
-        full = self.to_dict()
-        return _digest({k: full[k] for k in keys if k != "conv_channels" or self.model == "cnn"})
+        keys = _PRETRAIN_KEYS if self.model == "cnn" else _PRETRAIN_KEYS_FFN
+        return _digest({key: _plain(getattr(self, key)) for key in keys})
 
     # ----------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -171,26 +164,21 @@ class TrialConfig:
             raise ConfigError("data: catsdogs needs the folder of your Dogs vs. Cats photos (--data DIR)")
         if self.dataset == "waveform" and self.attributes not in (21, 40):
             raise ConfigError(f"attributes: must be 21 or 40, got {self.attributes!r}")
-        _check_range("angle_cutoff", self.angle_cutoff, 0, 90, open_low=True, open_high=True)
-        _check_range("threshold_factor", self.threshold_factor, 0, None, open_low=True)
-        _check_range("test_frac", self.test_frac, 0, 1, open_low=True, open_high=True)
         if self.val_frac == 0:
             raise ConfigError("val_frac: must be above 0: plateau stopping, max_acc_drop and every selection "
                               "read validation accuracy (the test set is never consulted)")
-        _check_range("val_frac", self.val_frac, 0, 1, open_low=True, open_high=True)
-        _check_range("lr", self.lr, 0, None, open_low=True)
-        _check_range("momentum", self.momentum, 0, 1, open_high=True)
-        _check_range("weight_decay", self.weight_decay, 0, None)
-        _check_range("min_delta", self.min_delta, 0, None)
-        for name, (low, high) in _INT_RANGES.items():
-            _check_range(name, getattr(self, name), low, high)
-        _check_range("max_acc_drop", self.max_acc_drop, 0, 1)
+        for name, low, high, open_low, open_high in _RANGES:
+            value = getattr(self, name)
+            # Written so that NaN fails too (every comparison with NaN is false); runs for every
+            # configuration of a sweep, hence inline rather than a call per setting.
+            if value is None or ((low < value) if open_low else (low <= value)) and \
+                    ((value < high) if open_high else (value <= high)):
+                continue
+            _range_error(name, value, low, high, open_low, open_high)
         if self.model == "ffn" and self.prunes_filters:
             raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
         if self.filters_pruned is not None and self.filters_frac is not None:
             raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both")
-        if self.filters_frac is not None:
-            _check_range("filters_frac", self.filters_frac, 0, 1, open_high=True)
         if self.model == "cnn":
             if len(self.conv_channels) != 2 or not all(1 <= w <= _MAX_WIDTH for w in self.conv_channels):
                 raise ConfigError(f"conv_channels: must be two widths in [1, {_MAX_WIDTH}], "
@@ -235,6 +223,11 @@ class TrialConfig:
         return tuple(self.filters_pruned)
 
 
+def _plain(value: Any) -> Any:
+    """A setting as JSON and YAML write it: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -252,17 +245,11 @@ def _check_choice(name: str, value: Any, literal: Any) -> Any:
     return value
 
 
-def _check_range(name: str, value: float | None, low: float, high: float | None,
-                 open_low: bool = False, open_high: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+def _range_error(name: str, value: float, low: float, high: float, open_low: bool, open_high: bool) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-    too_low = value <= low if open_low else value < low
-    too_high = high is not None and (value >= high if open_high else value > high)
-    if too_low or too_high:
-        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise ConfigError(f"{name}: must be in {lo}{low}, {'inf' if high is None else high}{hi}, got {_show(value)}")
+    lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+    raise ConfigError(f"{name}: must be in {lo}{low}, {high}{hi}, got {_show(value)}")
 
 
 def _show(value: Any) -> str:
@@ -336,6 +323,13 @@ _OPTIONS: dict[str, list[Any]] = {
     name: [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     for name, hint in _HINTS.items()
 }
+_PRETRAIN_KEYS = (
+    "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
+    "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
+    "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
+    "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+)
+_PRETRAIN_KEYS_FFN = tuple(key for key in _PRETRAIN_KEYS if key != "conv_channels")  # FFN has no convs
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 
 # Integer settings and their sane ranges: a value beyond what any machine runs would only fail
@@ -350,3 +344,13 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "cycles": (1, 1000), "epochs_pretrain": (1, 10**5), "epochs_finetune": (0, 10**5),
     "patience": (1, 10**5), "batch_size": (1, 10**6),
 }
+# Every numeric setting's range: (name, low, high, open_low, open_high). An unbounded float is
+# open at inf, so an infinity is refused like NaN.
+_RANGES: tuple[tuple[str, float, float, bool, bool], ...] = (
+    ("angle_cutoff", 0, 90, True, True), ("threshold_factor", 0, math.inf, True, True),
+    ("test_frac", 0, 1, True, True), ("val_frac", 0, 1, True, True), ("lr", 0, math.inf, True, True),
+    ("momentum", 0, 1, False, True), ("weight_decay", 0, math.inf, False, True),
+    ("min_delta", 0, math.inf, False, True), ("max_acc_drop", 0, 1, False, False),
+    ("filters_frac", 0, 1, False, True),
+    *((name, low, high, False, False) for name, (low, high) in _INT_RANGES.items()),
+)
