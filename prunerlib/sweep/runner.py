@@ -19,6 +19,7 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune.stopper import Stopper
@@ -171,17 +172,29 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if spec.search and resume:
             _reconcile_study(spec, folder)
         tuner = None if _SIGNALLED else _tuner(spec, folder, resume, retry_failed)
+        crashed = False
         if tuner is not None:
-            tuner.fit()
+            try:
+                tuner.fit()
+            except Exception as exc:  # noqa: BLE001  the rows that finished are still the record: keep them
+                crashed = True
+                print(f"the sweep's driver failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                      file=sys.stderr)
+        if spec.search:  # a journal damaged during the run is told what the trial files hold
+            _reconcile_study(spec, folder, hand_out=False)
         frame = folder.consolidate()
         print(summarise(frame, spec))
         print(f"results: {folder.results}")
-        return _verdict(spec, folder, frame, again)
+        code = _verdict(spec, folder, frame, again)
+        if crashed and code == 0:
+            print(f"every configuration has rows, but check {folder.tune} for the driver's error", file=sys.stderr)
+        return code or int(crashed)
     except KeyboardInterrupt:  # a signal before the handlers were in place
         _SIGNALLED.append(signal.SIGINT)
         print(f"interrupted; continue with: {again}", file=sys.stderr)
         return 128 + signal.SIGINT
     finally:
+        folder.release()
         if started_here:
             ray.shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -218,7 +231,7 @@ def _grid_ids(folder: SweepFolder) -> set[str]:
             for settings in members}
 
 
-def _reconcile_study(spec: SweepSpec, folder: SweepFolder) -> None:
+def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True) -> None:
     """The trial files are the record of what ran; a journal cut short (a full disk, a crash
     mid-write) or deleted has lost some of it. Tell the study again every point whose rows are
     all there, and hand out again (as a RUNNING trial) one whose rows are partly there, so the
@@ -238,8 +251,20 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder) -> None:
         key = json.dumps(point, sort_keys=True)
         points.setdefault(key, []).append(rows[-1])
         params_of[key] = point
-    study = open_study(search, spec.name, str(folder.journal))
+    try:
+        study = open_study(search, spec.name, str(folder.journal))
+    except ValueError:  # a line cut short mid-file (a full disk, then appends): keep what parses
+        _keep_readable_journal(folder.journal)
+        study = open_study(search, spec.name, str(folder.journal))
     space = distributions(search)
+    if any(t.state.is_finished() and set(t.params) != set(keys) for t in study.get_trials(deepcopy=False)):
+        # A finished trial whose settings the journal lost cannot be matched to its rows, and a
+        # study cannot forget a trial: start the study again from the trial files.
+        aside = folder.journal.with_name(folder.journal.name + ".replaced")
+        os.replace(folder.journal, aside)
+        print(f"{folder.journal} held finished points without their settings: rebuilt it from the trial files "
+              f"(the old one is {aside.name})", file=sys.stderr)
+        study = open_study(search, spec.name, str(folder.journal))
     by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False):
         by_key.setdefault(json.dumps({k: trial.params.get(k) for k in keys}, sort_keys=True), []).append(trial)
@@ -251,7 +276,7 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder) -> None:
             continue
         running = [t for t in known if t.state == optuna.trial.TrialState.RUNNING]
         if len(finals) < len(spec.seeds):
-            if not running:  # the sampler asked it, the journal forgot it: ask it again
+            if not running and hand_out:  # the sampler asked it, the journal forgot it: ask it again
                 study.add_trial(optuna.trial.create_trial(params=params_of[key], distributions=space,
                                                           state=optuna.trial.TrialState.RUNNING))
                 reasked += 1
@@ -336,6 +361,23 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
     return tune.Tuner(trainable, param_space={"pack": tune.grid_search(todo)},
                       tune_config=tune_config, run_config=run_config)
+
+
+def _keep_readable_journal(journal: Path) -> None:
+    aside = journal.with_name(journal.name + ".corrupt")
+    os.replace(journal, aside)
+    good = []
+    for line in aside.read_bytes().splitlines(keepends=True):
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith(b"\n"):
+            break
+        good.append(line)
+    journal.write_bytes(b"".join(good))
+    print(f"{journal} was unreadable after line {len(good)}: kept those lines, moved the file aside to {aside.name}",
+          file=sys.stderr)
 
 
 def _check_cluster(spec: SweepSpec, folder: SweepFolder, remote: bool) -> None:

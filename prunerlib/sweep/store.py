@@ -88,6 +88,12 @@ class SweepFolder:
         handle.flush()
         self._lock = handle  # kept open: closing it would release the lock
 
+    def release(self) -> None:
+        """Let the next driver in (a process that ends releases it anyway)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def _remove_temporaries(self) -> None:
         """A driver or worker killed mid-write leaves `.<name>.*.tmp`; the lock says no one
         else is writing now."""
