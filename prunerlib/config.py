@@ -148,7 +148,7 @@ class TrialConfig:
 
     def pretrain_key(self) -> str:
         """Identifies the pretrained model: data, model, seed and pretraining settings only."""
-        keys = _PRETRAIN_KEYS if self.model == "cnn" else _PRETRAIN_KEYS_FFN
+        keys = PRETRAIN_SETTINGS if self.model == "cnn" else _PRETRAIN_KEYS_FFN
         return _digest({key: _plain(getattr(self, key)) for key in keys})
 
     # ----------------------------------------------------------------------------
@@ -229,7 +229,10 @@ def _plain(value: Any) -> Any:
 
 
 def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(_JSON.encode(obj).encode()).hexdigest()[:16]
+
+
+_JSON = json.JSONEncoder(sort_keys=True)  # what json.dumps(sort_keys=True) builds on every call
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...]:
@@ -323,13 +326,14 @@ _OPTIONS: dict[str, list[Any]] = {
     name: [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     for name, hint in _HINTS.items()
 }
-_PRETRAIN_KEYS = (
+# What identifies a pretrained model (pretrain_key): data, model, seed and pretraining settings.
+PRETRAIN_SETTINGS = (
     "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
     "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
     "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
     "batch_size", "lr", "optimizer", "momentum", "weight_decay",
 )
-_PRETRAIN_KEYS_FFN = tuple(key for key in _PRETRAIN_KEYS if key != "conv_channels")  # FFN has no convs
+_PRETRAIN_KEYS_FFN = tuple(key for key in PRETRAIN_SETTINGS if key != "conv_channels")  # FFN has no convs
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 
 # Integer settings and their sane ranges: a value beyond what any machine runs would only fail
