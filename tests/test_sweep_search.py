@@ -34,3 +34,14 @@ def test_a_seeded_search_with_parallel_trials_asks_the_same_points_on_every_run(
 def test_a_seeded_sequential_search_asks_the_same_points_on_every_run(tmp_path):
     spec = search_spec(max_concurrent=1)
     assert asked_points(spec, tmp_path, "a") == asked_points(spec, tmp_path, "b")
+
+
+def test_an_evolving_nsga2_search_that_asks_a_point_twice_runs_it_once_and_is_complete(tmp_path):
+    import pandas as pd
+
+    spec = search_spec(max_concurrent=1)
+    spec["search"] = {**spec["search"], "sampler": "nsga2", "sampler_options": {"population_size": 4}}
+    points = asked_points(spec, tmp_path, "a")  # asserts exit code 0: nothing is missing
+    assert len(points) == 16 and len(set(points)) < 16  # children equal to a parent, at this seed
+    df = pd.read_parquet(tmp_path / "a" / "runs" / "seeded" / "results.parquet")
+    assert len(df) == len(set(points)) and df["trial_id"].is_unique

@@ -204,7 +204,9 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
 
 def _planned(spec: SweepSpec, folder: SweepFolder) -> int:
     if spec.search:
-        return spec.search.num_samples * len(spec.seeds)
+        from prunerlib.sweep.search import planned_points
+
+        return planned_points(spec.search, spec.name, str(folder.journal)) * len(spec.seeds)
     return sum(len(members) for members in (folder.packs() or {}).values())
 
 

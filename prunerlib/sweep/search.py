@@ -62,6 +62,14 @@ def open_study(search: Search, name: str, journal: str) -> optuna.Study:
     return study
 
 
+def planned_points(search: Search, name: str, journal: str) -> int:
+    """How many distinct points the search runs: a sampler may ask a point twice (NSGA-II's
+    child can equal its parent), and that point is one configuration, run once."""
+    trials = open_study(search, name, journal).get_trials(deepcopy=False)
+    asked = {tuple(sorted(t.params.items())) for t in trials}
+    return len(asked) + max(0, search.num_samples - len(trials))
+
+
 class BatchedOptunaSearch(Searcher):
     """Tune searcher: each suggestion is `batch` points; finishes after `search.num_samples`."""
 
