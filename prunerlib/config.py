@@ -163,7 +163,7 @@ class TrialConfig:
         if self.dataset == "catsdogs" and not self.data:
             raise ConfigError("data: catsdogs needs the folder of your Dogs vs. Cats photos (--data DIR)")
         if self.dataset == "waveform" and self.attributes not in (21, 40):
-            raise ConfigError(f"attributes: must be 21 or 40, got {self.attributes!r}")
+            raise ConfigError(f"attributes: must be 21 or 40, got {_show(self.attributes)}")
         if self.val_frac == 0:
             raise ConfigError("val_frac: must be above 0: plateau stopping, max_acc_drop and every selection "
                               "read validation accuracy (the test set is never consulted)")
@@ -188,7 +188,7 @@ class TrialConfig:
                 if not 0 <= count < width:
                     raise ConfigError(
                         f"filters_pruned: conv{layer + 1} has {width} filters; "
-                        f"pruning {count} must leave at least one (0..{width - 1})"
+                        f"pruning {_show(count)} must leave at least one (0..{width - 1})"
                     )
         if self.pruner == "random":
             if self.match not in ("distinctiveness", "threshold", "filters"):
