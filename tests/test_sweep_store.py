@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from prunerlib.config import TrialConfig
+from prunerlib.errors import TrainingDiverged
 from prunerlib.pipeline import failed_rows, identity_columns
 from prunerlib.records import COLUMNS
 from prunerlib.sweep.spec import SpecError, parse_spec
@@ -36,9 +37,10 @@ def test_failed_rows_consolidate_with_nulls_where_nothing_was_measured(tmp_path)
     folder = SweepFolder(tmp_path, "s")
     folder.begin(parse_spec(SPEC), resume=False)
     cfg = TrialConfig.from_dict({})
-    folder.write_rows("bad", failed_rows(identity_columns(cfg, "s", "bad"), RuntimeError("boom")))
+    folder.write_rows("bad", failed_rows(identity_columns(cfg, "s", "bad"), TrainingDiverged("loss became nan")))
     row = folder.consolidate().iloc[0]
-    assert row["status"] == "failed" and row["error"] == "RuntimeError: boom" and pd.isna(row["acc_finetuned"])
+    assert row["status"] == "failed" and row["error"] == "TrainingDiverged: loss became nan"
+    assert pd.isna(row["acc_finetuned"])
 
 
 def test_an_existing_sweep_needs_resume_and_the_same_spec(tmp_path):
