@@ -10,7 +10,6 @@ exit code and the one command that continues the sweep.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -87,15 +86,12 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained)
         cfgs, tids = [cfg for cfg, _ in todo], [tid for _, tid in todo]
-        streams = "on_member_done" in inspect.signature(run_pack).parameters
         try:
-            results = run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share,
-                               **({"on_member_done": keep} if streams else {}))
+            run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share, on_member_done=keep)
         except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
-            results = [failed_rows(identity_columns(cfg, ctx.name, tid), exc) for cfg, tid in todo]
-        for index, member_rows in enumerate(results):
-            if rows[tids[index]] is None:  # not streamed by run_pack
-                keep(index, member_rows)
+            for index, (cfg, tid) in enumerate(todo):
+                if rows[tid] is None:
+                    keep(index, failed_rows(identity_columns(cfg, ctx.name, tid), exc))
     finals = [rows[tid][-1] for tid in ids]
     ok = [row for row in finals if row["status"] == "ok"]
     report = {metric: _mean(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
