@@ -293,6 +293,13 @@ def sampler_options(sampler: str) -> dict[str, Any]:
             and not any(word in str(p.annotation) for word in ("Callable", "Base", "Mapping"))}
 
 
+# The option that sets how many points a sampler draws at random before it learns anything.
+_RANDOM_START = {
+    "nsga2": ("population_size", "NSGA-II never leaves its first, random generation"),
+    "tpe": ("n_startup_trials", "TPE never leaves its random startup trials"),
+}
+
+
 def _sampler_options(raw: Any, sampler: str, space: dict[str, Any], num_samples: int) -> dict[str, Any]:
     options = _mapping(raw, "search.sampler_options")
     known = sampler_options(sampler)
@@ -306,18 +313,12 @@ def _sampler_options(raw: Any, sampler: str, space: dict[str, Any], num_samples:
     except (TypeError, ValueError) as exc:
         raise SpecError(f"search.sampler_options: the {sampler} sampler refuses {options}: {exc}") from None
     # A search that never gets past the sampler's random start is random search under another name.
-    if sampler == "nsga2":
-        population = options.get("population_size", known["population_size"])
-        if num_samples <= population:
-            raise SpecError(f"search.num_samples: NSGA-II never leaves its first, random generation with "
-                            f"{num_samples} point(s) and population_size {population}; ask for more points or "
-                            f"set search.sampler_options.population_size below {num_samples}")
-    if sampler == "tpe":
-        startup = options.get("n_startup_trials", known["n_startup_trials"])
-        if num_samples <= startup:
-            raise SpecError(f"search.num_samples: TPE never leaves its {startup} random startup trials with "
-                            f"{num_samples} point(s); ask for more points or set "
-                            f"search.sampler_options.n_startup_trials below {num_samples}")
+    if sampler in _RANDOM_START:
+        option, what = _RANDOM_START[sampler]
+        start = options.get(option, known[option])
+        if num_samples <= start:
+            raise SpecError(f"search.num_samples: {what} with {num_samples} point(s) and {option} {start}; "
+                            f"ask for more points or set search.sampler_options.{option} below {num_samples}")
     return options
 
 
