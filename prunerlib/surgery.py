@@ -60,14 +60,26 @@ def apply_removal(model: nn.Module, masks: Masks, removal: Removal) -> None:
         layer = _unit_layer(model, layer_name)
         for unit, value in constants.items():
             _fold_constant(params, layer, unit, value)
+    _mask(model, masks, removal)
+    masks.apply(model)
+    _remove_disconnected_units(model, masks)
+
+
+def masked(model: nn.Module, masks: Masks, removal: Removal) -> Masks:
+    """The masks `removal` would leave (its weights, units and filters), the model untouched:
+    what a random control needs to count what its method's step takes from each matrix."""
+    after = masks.clone()
+    _mask(model, after, removal)
+    return after
+
+
+def _mask(model: nn.Module, masks: Masks, removal: Removal) -> None:
     for name, where in removal.weights.items():
         masks.prune(name, where)
     for layer_name, units in removal.units.items():
         _remove_units(masks, _unit_layer(model, layer_name), units)
     for conv, filters in removal.filters.items():
         _remove_filters(masks, _filter_layer(model, conv), filters)
-    masks.apply(model)
-    _remove_disconnected_units(model, masks)
 
 
 def _remove_units(masks: Masks, layer: UnitLayer, units: list[int]) -> None:

@@ -9,7 +9,7 @@ from prunerlib.masks import Masks
 from prunerlib.models import FFN, UnitLayer
 from prunerlib.pruners import PRUNERS, FilterRanking, build_pruners
 from prunerlib.pruners.distinctiveness import angles, centred_activations
-from prunerlib.surgery import apply_removal
+from prunerlib.surgery import Removal, apply_removal
 from tests.helpers import context, small_cnn, small_ffn
 
 
@@ -221,7 +221,31 @@ def test_cnn_trials_combine_a_linear_pruner_with_filter_ranking():
     names = [type(p).__name__ for p in build_pruners(cfg)]
     assert names == ["Distinctiveness", "FilterRanking"]
     random_cfg = cfg.replace(pruner="random", match="distinctiveness")
-    assert build_pruners(random_cfg)[1].criterion is FilterRanking((1,), "random").criterion
+    (control,) = build_pruners(random_cfg)  # a random control draws its filters itself
+    assert control.filters.criterion is FilterRanking((1,), "random").criterion
+
+
+@pytest.mark.parametrize("match", ["threshold", "distinctiveness", "filters"])
+def test_a_cnn_random_control_masks_as_much_of_every_layer_as_its_method(match):
+    # The "Threshold Model" control used to draw its threshold count on top of its own random
+    # filters, whose masked input columns overlap its random weights less than the method's
+    # l1-ranked filters overlap its thresholded weights: 82.8% of fc1 masked against 71.9%.
+    settings = {"dataset": "catsdogs", "data": "d", "filters_frac": 0.5, "conv_channels": [6, 8], "hidden": 10}
+    method_cfg = TrialConfig.from_dict({**settings, "pruner": "filters" if match == "filters" else match,
+                                        "angle_cutoff": 60.0})
+    control_cfg = TrialConfig.from_dict({**settings, "pruner": "random", "match": match, "angle_cutoff": 60.0})
+    x = torch.rand(64, 3, 32, 32)
+    kept = {}
+    for cfg in (method_cfg, control_cfg):
+        model = small_cnn()
+        ctx = context(model, x)
+        removal = Removal()
+        for pruner in build_pruners(cfg):
+            removal.extend(pruner.plan(ctx))
+        apply_removal(model, ctx.masks, removal)
+        kept[cfg.pruner] = {name: ctx.masks.kept(name) for name in ("conv1.bias", "conv2.bias", "fc1.weight", "fc1.bias")}
+    assert kept["random"] == kept[method_cfg.pruner]
+    assert kept["random"]["fc1.weight"] < small_cnn().fc1.weight.numel()
 
 
 def test_a_new_pruner_is_one_class_and_one_registry_entry():

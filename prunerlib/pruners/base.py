@@ -24,9 +24,18 @@ class PruneContext:
     masks: Masks
     inputs: torch.Tensor  # training patterns for activation-based criteria
     generator: torch.Generator  # seeded: every random choice of a trial comes from here
-    # For a random control: what the method it mirrors removes at this cycle on the method's
+    # For a random control: the step the method it mirrors takes at this cycle on the method's
     # own trajectory (SPEC §4.4), set by the pipeline. None: plan the method on this model.
-    reference: Removal | None = None
+    reference: MethodStep | None = None
+
+
+@dataclass
+class MethodStep:
+    """One pruning step of the method a random control mirrors: what it removed, and the
+    masks it removed that from (so the control can count what the step took from each matrix)."""
+
+    removal: Removal
+    masks: Masks
 
 
 class Pruner(Protocol):
