@@ -90,6 +90,10 @@ class TrialConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float | None = None
     device: str = "auto"  # auto = cuda when available, else cpu
+    # IEEE fp32 and deterministic kernels on CUDA (no TF32, cudnn.deterministic,
+    # torch.use_deterministic_algorithms): bit-identical reruns on one GPU model and software
+    # stack, at a cost in speed. No effect on the CPU, which is exact and deterministic anyway.
+    exact: bool = False
 
     # ----------------------------------------------------------------------------
     @classmethod
@@ -331,7 +335,7 @@ PRETRAIN_SETTINGS = (
     "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
     "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
     "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
-    "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    "batch_size", "lr", "optimizer", "momentum", "weight_decay", "exact",
 )
 _PRETRAIN_KEYS_FFN = tuple(key for key in PRETRAIN_SETTINGS if key != "conv_channels")  # FFN has no convs
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrialConfig)}

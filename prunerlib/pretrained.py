@@ -2,8 +2,10 @@
 
 Trials that share data, model, seed and pretraining settings load one saved model instead of
 each training its own. The store key is the settings (`TrialConfig.pretrain_key`), the data's
-fingerprint (what the data is, not its path: a file rewritten in place is pretrained again)
-and `FORMAT_VERSION`. A file lock per key makes concurrent trials on one machine wait for the
+fingerprint (what the data is, not its path: a file rewritten in place is pretrained again),
+the type of device the model is pretrained on (cpu / cuda: their kernels round differently,
+so a CPU and a GPU trial of one configuration each pretrain their own model, whichever takes
+the lock first) and `FORMAT_VERSION`. A file lock per key makes concurrent trials on one machine wait for the
 first to finish pretraining rather than duplicate it.
 
 An entry is `<key>/{model.pt, metrics.json, config.json, sha256sums}`. The store is shared
@@ -56,9 +58,11 @@ class PretrainResult:
     data_fingerprint: str = ""
 
 
-def store_key(cfg: TrialConfig, data_fingerprint: str) -> str:
-    """The store folder of a trial's pretrained model."""
-    blob = json.dumps([FORMAT_VERSION, cfg.pretrain_key(), data_fingerprint])
+def store_key(cfg: TrialConfig, data_fingerprint: str, device: torch.device | str = "cpu") -> str:
+    """The store folder of a trial's pretrained model on `device`. Only the device's type
+    counts, so a GPU sweep pretrains each model once across its GPUs (which GPU, and so which
+    rounding, a row's pretrained model had: its `gpu_name` and versions say)."""
+    blob = json.dumps([FORMAT_VERSION, cfg.pretrain_key(), data_fingerprint, torch.device(device).type])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -82,7 +86,7 @@ def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
 def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, PretrainResult]:
     store = Path(store)
-    key = store_key(cfg, data.fingerprint)
+    key = store_key(cfg, data.fingerprint, device)
     folder = store / key
     model = build_model(cfg, data.in_features, data.classes).to(device)
     _clean_leftovers(store)
@@ -103,7 +107,7 @@ def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: to
             acc_val=accuracy(model, data.val_x, data.val_y),
             epochs_run=run.epochs_run, wall_s=run.wall_s, data_fingerprint=data.fingerprint,
         )
-        _save(folder, model, cfg, result, run.val_acc)
+        _save(folder, model, cfg, result, run.val_acc, device)
     return model, result
 
 
@@ -155,7 +159,8 @@ def _clean_leftovers(store: Path) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResult, val_curve: list[float]) -> None:
+def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResult, val_curve: list[float],
+          device: torch.device) -> None:
     """Write into a temporary folder, then rename: a reader never sees a half-saved model."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
@@ -166,7 +171,8 @@ def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResu
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (tmp / "config.json").write_text(json.dumps(
             {"store_key": folder.name, "format_version": FORMAT_VERSION, "pretrain_key": cfg.pretrain_key(),
-             "data_fingerprint": result.data_fingerprint, "config": cfg.to_dict(), "val_acc_curve": val_curve},
+             "data_fingerprint": result.data_fingerprint, "device_type": device.type,
+             "config": cfg.to_dict(), "val_acc_curve": val_curve},
             indent=2))
         (tmp / "sha256sums").write_text("".join(f"{_sha256(tmp / name)}  {name}\n" for name in _CHECKED))
         os.replace(tmp, folder)

@@ -6,7 +6,9 @@ files from different trials and sweeps concatenate without type drift.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import functools
 import os
 import platform
 import socket
@@ -32,7 +34,7 @@ SCHEMA = pa.schema([
     ("filters_frac", _F64), ("cycles", _I64), ("max_acc_drop", _F64),
     ("seed", _I64), ("epochs_pretrain", _I64), ("pretrain_stop", _STR), ("patience", _I64),
     ("min_delta", _F64), ("epochs_finetune", _I64), ("batch_size", _I64), ("lr", _F64),
-    ("optimizer", _STR), ("momentum", _F64), ("weight_decay", _F64),
+    ("optimizer", _STR), ("momentum", _F64), ("weight_decay", _F64), ("exact", _BOOL),
     # outcomes
     ("acc_pretrain", _F64), ("acc_pruned", _F64), ("acc_finetuned", _F64),
     ("train_acc_pretrain", _F64), ("train_acc_finetuned", _F64),
@@ -45,6 +47,9 @@ SCHEMA = pa.schema([
     ("wall_pretrain_s", _F64), ("wall_finetune_s", _F64),
     # provenance
     ("device", _STR), ("host", _STR), ("node_id", _STR), ("started_at", pa.timestamp("us", tz="UTC")),
+    # the GPU and its software stack (null on the CPU): what a GPU result can be compared across
+    ("gpu_name", _STR), ("cuda_driver", _STR), ("cuda_version", _STR), ("cudnn_version", _STR),
+    ("tf32_allowed", _BOOL),
     ("prunerlib_version", _STR), ("torch_version", _STR), ("python_version", _STR),
     ("config_json", _STR),
 ])
@@ -64,6 +69,50 @@ def provenance() -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
     }
+
+
+def device_provenance(device: Any) -> dict[str, Any]:
+    """`device` and, on CUDA, the GPU, the driver, the CUDA and cuDNN versions torch runs with,
+    and whether TF32 is allowed: read after `training.set_numerics`, so as the trial runs."""
+    import torch
+
+    from prunerlib.training import tf32_allowed
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {"device": str(device), "gpu_name": None, "cuda_driver": None, "cuda_version": None,
+                "cudnn_version": None, "tf32_allowed": None}
+    cudnn = torch.backends.cudnn.version()
+    return {
+        "device": str(device),
+        "gpu_name": torch.cuda.get_device_properties(device).name,
+        "cuda_driver": cuda_driver(),
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": None if cudnn is None else str(cudnn),
+        "tf32_allowed": tf32_allowed(),
+    }
+
+
+@functools.cache
+def cuda_driver() -> str | None:
+    """The NVIDIA driver: the CUDA version it supports ("12.4", what decides whether a CUDA
+    build of torch can run) and, when NVML's Python binding is installed, its own version
+    ("12.4 (550.54.15)"). torch exposes neither; the driver library answers without a context."""
+    try:
+        version = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return None
+    except OSError:
+        return None
+    text = f"{version.value // 1000}.{version.value % 1000 // 10}"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        return f"{text} ({driver.decode() if isinstance(driver, bytes) else driver})"
+    except Exception:  # noqa: BLE001  no binding or no NVML: the CUDA version alone
+        return text
 
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -11,8 +12,41 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
-from prunerlib.errors import TrainingDiverged
+from prunerlib.errors import ConfigError, TrainingDiverged
 from prunerlib.masks import Masks
+
+
+# cuBLAS is deterministic only with a fixed workspace configuration, which PyTorch reads once,
+# when the process first uses cuBLAS: it must be in the environment before CUDA starts.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def set_numerics(device: torch.device, exact: bool) -> None:
+    """Put the process in the numerics a trial on `device` runs with (process-wide state, so
+    set both ways: a reused worker must not carry one trial's mode into the next).
+
+    exact: IEEE fp32 matmuls and convolutions (no TF32) and deterministic kernels, raising for
+    an op that has none. Otherwise PyTorch's defaults: cuDNN convolutions may use TF32 on
+    Ampere and later, and some backward kernels (conv weight gradients) are nondeterministic."""
+    if device.type == "cuda" and os.environ.get("CUBLAS_WORKSPACE_CONFIG") is None:
+        if exact and torch.cuda.is_initialized():
+            raise ConfigError(f"exact: CUDA started in this process before CUBLAS_WORKSPACE_CONFIG was set; set "
+                              f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in the worker's environment")
+        # Set for every CUDA trial, exact or not, so a worker that later runs an exact trial
+        # started cuBLAS with it (the same size as PyTorch's default on recent GPUs).
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default as well
+    torch.backends.cudnn.allow_tf32 = not exact  # PyTorch's default is True
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.deterministic = exact
+    torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not repeatable
+    torch.use_deterministic_algorithms(exact)
+
+
+def tf32_allowed() -> bool:
+    """Whether CUDA matmuls or convolutions may round fp32 inputs to TF32 right now."""
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+                or torch.get_float32_matmul_precision() != "highest")
 
 
 @dataclass
