@@ -1,10 +1,12 @@
 import fcntl
+import json
 import os
 import shutil
 import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from prunerlib import pretrained, waveform
@@ -124,3 +126,21 @@ def test_the_model_is_loaded_as_weights_only(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("weights_only")) or real(*a, **k))
     assert run_trial(cfg, Workdirs(tmp_path), progress=False)[0]["pretrain_reused"]
     assert seen == [True]
+
+
+@pytest.mark.fake_cuda
+def test_a_cpu_and_a_cuda_trial_of_one_configuration_each_pretrain_their_own_model(tmp_path):
+    from tests.fake_cuda import fake_cuda
+
+    cfg = ffn_config(epochs_finetune=1)
+    cpu = run_trial(cfg.replace(device="cpu"), Workdirs(tmp_path), progress=False)[0]
+    with fake_cuda():
+        gpu = run_trial(cfg.replace(device="cuda"), Workdirs(tmp_path), progress=False)[0]
+        again = run_trial(cfg.replace(device="cuda"), Workdirs(tmp_path), progress=False)[0]
+    assert [r["status"] for r in (cpu, gpu, again)] == ["ok"] * 3
+    assert not cpu["pretrain_reused"] and not gpu["pretrain_reused"] and again["pretrain_reused"]
+    entries = sorted(json.loads(p.read_text())["device_type"] for p in tmp_path.glob("*/config.json"))
+    assert entries == ["cpu", "cuda"]
+    fp = cpu["data_fingerprint"]
+    assert pretrained.store_key(cfg, fp, "cuda:0") == pretrained.store_key(cfg, fp, "cuda:1") != \
+        pretrained.store_key(cfg, fp, "cpu")
