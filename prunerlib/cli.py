@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same spec")
     sweep.add_argument("--retry-failed", action="store_true",
                        help="with --resume: run again the configurations whose rows say failed or error")
-    sweep.add_argument("--dry-run", action="store_true", help="print the trials and the resource plan, run nothing")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the trials and the resource plan, run nothing (with --address: on that cluster, "
+                            "with each GPU node's trial slots and population sizes)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
 
@@ -197,10 +199,15 @@ def _sweep(args: argparse.Namespace) -> int:
     from prunerlib.sweep.spec import SpecError, load_spec
 
     spec = load_spec(args.spec, set_overrides(args.set))
+    remote = args.address not in (None, "local")
+    if args.dry_run and remote:  # the cluster's resources, and what each GPU node would run
+        from prunerlib.sweep.runner import cluster_plan
+
+        print(cluster_plan(spec, args.address))
+        return 0
     if args.dry_run:
         print(plan_text(spec))
         return 0
-    remote = args.address not in (None, "local")
     if remote and not args.storage:
         raise SpecError("storage: a sweep on a cluster needs --storage, a folder every node shares "
                         "(an NFS mount, say) at the same path")

@@ -10,7 +10,9 @@ import copy
 import datetime as dt
 import json
 import logging
+import platform
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,11 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError, PrunerlibError, is_environment_fault
+from prunerlib.errors import ConfigError, DataError, EnvironmentFault, PrunerlibError, is_environment_fault
 from prunerlib.masks import Masks
 from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
-from prunerlib.pruners import MethodStep, PruneContext, build_pruners
+from prunerlib.pruners import PruneContext, build_pruners
 from prunerlib.pruners.threshold import threshold_params
 from prunerlib.records import provenance
 from prunerlib.surgery import Removal, apply_removal
@@ -33,16 +35,54 @@ from prunerlib.training import accuracy, train
 log = logging.getLogger("prunerlib.pipeline")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, assigned_gpus: Sequence[Any] | None = None) -> torch.device:
+    """The torch device a trial's `device` setting means here.
+
+    Run by hand (`assigned_gpus` None), `auto` is the GPU when torch sees one, and a CUDA
+    device torch cannot use is a setting to fix (ConfigError). Under a scheduler that hands out
+    GPUs (a Tune trial passes `ray.get_gpu_ids()`), the GPUs are the scheduler's to give:
+    `auto` is the assigned GPU, or the CPU when none was assigned (torch there may still see
+    the node's GPUs, which belong to other trials), and an assigned GPU that torch cannot use
+    is the machine's fault: an EnvironmentFault naming the host and torch's reason, retried
+    elsewhere rather than run on one CPU thread while holding the GPU."""
     try:
-        device = torch.device(name)
+        device = torch.device("cuda" if name == "auto" else name)
     except RuntimeError:
         raise ConfigError(f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} asked for, but this machine has no CUDA GPU (use auto or cpu)")
+    if assigned_gpus is not None and (device.type == "cpu" or not assigned_gpus):
+        if device.type == "cuda" and name != "auto":  # the spec check refuses this before a sweep starts
+            raise ConfigError(f"device: {name} asked for, but the trial was given no GPU (resources.gpu)")
+        return torch.device("cpu")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        if assigned_gpus is None:
+            if name == "auto":
+                return torch.device("cpu")
+            raise ConfigError(f"device: {name} asked for, but torch here cannot use a CUDA GPU "
+                              f"({cuda_unusable()}; use auto or cpu)")
+        raise EnvironmentFault(f"host {platform.node()}: GPU {','.join(map(str, assigned_gpus))} assigned, but torch "
+                               f"cannot use it: {cuda_unusable()}")
+    visible = torch.cuda.device_count()
+    index = device.index or 0
+    if index >= visible:
+        problem = f"device: {name}, but torch here sees {visible} CUDA device(s), cuda:0 to cuda:{visible - 1}"
+        if assigned_gpus is None:
+            raise ConfigError(problem)
+        raise EnvironmentFault(f"host {platform.node()}: {problem} (the trial sees only the GPUs it was assigned)")
     return device
+
+
+def cuda_unusable() -> str:
+    """Why torch.cuda.is_available() is False, in torch's words (a CPU-only build, a driver too
+    old for the wheel's CUDA, no device)."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # noqa: BLE001  its message is the reason
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return "torch.cuda.is_available() is False"
 
 
 @dataclass
@@ -54,14 +94,18 @@ class Workdirs:
 
 
 def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, trial_id: str | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, device: torch.device | str | None = None) -> list[dict[str, Any]]:
     """Rows for every cycle run, or the one row of a trial that could not finish: `failed` when
     its training diverged, `error` (with the traceback) for a fault in the code. Bad settings
     and unusable data raise (ConfigError / DataError): there is no result to keep. So do faults
-    of the machine (`errors.is_environment_fault`): they are retried, never recorded."""
+    of the machine (`errors.is_environment_fault`): they are retried, never recorded.
+
+    `device`, when given, is where to run instead of `resolve_device(cfg.device)`: a sweep
+    resolves the setting against the GPUs its scheduler assigned, and the configuration (whose
+    hash is the trial's identity) stays as written. The rows' `device` column is what ran."""
     base = identity_columns(cfg, sweep, trial_id)
     try:
-        device = resolve_device(cfg.device)
+        device = torch.device(device) if device is not None else resolve_device(cfg.device)
         base["device"] = str(device)
         data = load_data(cfg, dirs.image_cache).to(device)
         return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
@@ -143,7 +187,7 @@ class TrialState:
                                 torch.Generator().manual_seed(cfg.seed))
         self.acc_pruned = self.val_acc_pruned = float("nan")
         self.rows: list[dict[str, Any]] = []
-        self.step: MethodStep | None = None  # this cycle's
+        self.removal = Removal()  # this cycle's
         self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
         self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
         mirrors = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
@@ -160,15 +204,15 @@ class TrialState:
             if self.shadow.stopped or not self.shadow.prune(cycle):
                 log.info("cycle %d: the %s trial this control mirrors has stopped, stopping", cycle, self.cfg.match)
                 return False
-            self.ctx.reference = self.shadow.step
+            self.ctx.reference = self.shadow.removal
         removal = Removal()
         for pruner in self.pruners:
             removal.extend(pruner.plan(self.ctx))
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False
-        self.step = MethodStep(removal, self.masks.clone())  # what a control mirroring this trial copies
         apply_removal(self.model, self.masks, removal)
+        self.removal = removal
         self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
         self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
         return True

@@ -60,7 +60,8 @@ MemberDone = Callable[[int, Rows], None]
 
 def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
              trial_ids: Sequence[str] | None = None, progress: bool = False,
-             gpu_share: float = 1.0, on_member_done: MemberDone | None = None) -> list[Rows]:
+             gpu_share: float = 1.0, on_member_done: MemberDone | None = None,
+             device: torch.device | str | None = None) -> list[Rows]:
     """Rows for each member, in order — for each member exactly what
     run_trial(cfg, dirs, sweep=..., trial_id=...) would return (same columns, same failed- and
     error-row behaviour). Members sharing a `population_key` are fine-tuned together, in
@@ -71,7 +72,9 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
     called the moment each member's rows are final, so what finished before it is kept.
 
     `wall_finetune_s` of a population member is its share of the stage: the stage's wall time
-    divided by the members that started it, so summing over rows still gives time spent."""
+    divided by the members that started it, so summing over rows still gives time spent.
+
+    `device`, when given, replaces each member's resolved `device` setting, as in run_trial."""
     ids: Sequence[str | None] = trial_ids if trial_ids is not None else [None] * len(cfgs)
     if len(ids) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(ids)} trial ids")
@@ -86,21 +89,21 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
             on_member_done(pos, rows)
 
     for group in groups.values():
-        size = pack_size_for(cfgs[group[0]], resolve_device(cfgs[group[0]].device), gpu_share=gpu_share)
+        where = torch.device(device) if device is not None else resolve_device(cfgs[group[0]].device)
+        size = pack_size_for(cfgs[group[0]], where, gpu_share=gpu_share)
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             if len(members) == 1:
                 (pos,) = members
-                done(pos, run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress))
+                done(pos, run_trial(cfgs[pos], dirs, sweep=sweep, trial_id=ids[pos], progress=progress, device=where))
                 continue
             _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress,
-                            lambda i, rows, members=members: done(members[i], rows))
+                            lambda i, rows, members=members: done(members[i], rows), where)
     return results
 
 
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
-                    progress: bool, done: MemberDone) -> None:
+                    progress: bool, done: MemberDone, device: torch.device) -> None:
     bases = [identity_columns(cfg, sweep, tid) for cfg, tid in zip(cfgs, ids)]
-    device = resolve_device(cfgs[0].device)
     for base in bases:
         base["device"] = str(device)
     data = load_data(cfgs[0], dirs.image_cache).to(device)

@@ -360,6 +360,13 @@ def _restore_cuda_as_cpu(storage, location: str):
 @contextlib.contextmanager
 def fake_cuda() -> Iterator[FakeGpu]:
     """Run the block with a fake CUDA device 0; yields what it saw (host syncs, uploads)."""
+    with _process_patches() as state, _thread_modes():
+        yield state
+
+
+@contextlib.contextmanager
+def _process_patches() -> Iterator[FakeGpu]:
+    """What every thread of the process sees: torch.cuda's answers, CUDA storages loading."""
     global _state
     if _state is not None:
         raise RuntimeError("fake_cuda() is already on")
@@ -376,14 +383,50 @@ def fake_cuda() -> Iterator[FakeGpu]:
         # Optimisers ask the accelerator's stream whether a CUDA graph is being captured.
         stream = mock.Mock(is_capturing=lambda: False)
         stack.enter_context(mock.patch.object(torch.accelerator, "current_stream", lambda device=None: stream))
-        # Autograd's worker threads exist per real device; run backward on the calling thread.
-        stack.enter_context(torch.autograd.set_multithreading_enabled(False))
         registry.insert(0, entry)
         stack.callback(registry.remove, entry)
-        stack.enter_context(_FactoryMode())
-        stack.enter_context(_MoveMode())
         _state = state
         try:
             yield state
         finally:
             _state = None
+
+
+@contextlib.contextmanager
+def _thread_modes() -> Iterator[None]:
+    """What is per thread in torch: dispatch modes and autograd's threading switch."""
+    with contextlib.ExitStack() as stack:
+        # Autograd's worker threads exist per real device; run backward on the calling thread.
+        stack.enter_context(torch.autograd.set_multithreading_enabled(False))
+        stack.enter_context(_FactoryMode())
+        stack.enter_context(_MoveMode())
+        yield
+
+
+_installed: contextlib.ExitStack | None = None
+
+
+def install_in_ray_worker() -> None:
+    """For Ray's `worker_process_setup_hook`: every worker process of the job sees one fake GPU
+    (torch.cuda answers as on a GPU node, so a zero-CPU probe task finds one), and each Tune
+    trial of the sweep runner runs on it. A trial runs in a thread of its own (Tune's function
+    runner), and torch's dispatch modes are per thread, so they are switched on around
+    `prunerlib.sweep.runner.pack_trial`, which the worker looks up by name when it unpickles
+    the trainable (after this hook has run)."""
+    import functools
+
+    import prunerlib.sweep.runner as runner
+
+    global _installed
+    if _installed is not None:
+        return
+    _installed = contextlib.ExitStack()
+    _installed.enter_context(_process_patches())
+    trial = runner.pack_trial
+
+    @functools.wraps(trial)
+    def pack_trial(*args, **kwargs):
+        with _thread_modes():
+            return trial(*args, **kwargs)
+
+    runner.pack_trial = pack_trial

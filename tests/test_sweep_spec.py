@@ -83,7 +83,7 @@ MALFORMED = [
     (with_(grid__2={"pruner": "filters", "filters_pruned": 99}), "grid[2].filters_pruned:"),
     (with_(resources={"cpu": 0}), "resources.cpu: must be above 0"),
     (with_(resources={"gpus": 1}), "resources.gpus: unknown key"),
-    (with_(resources={"gpu": 1.5}), "resources.gpu: above 1"),
+    (with_(resources={"gpu": 1.5}), "resources.gpu: a trial uses one GPU"),
     (with_(max_concurrent=0), "max_concurrent: must be at least 1"),
     (with_(pack_size="big"), "pack_size: must be auto or a whole number"),
     (with_(grid=DELETE), "grid: a spec needs a grid or a search"),
@@ -273,3 +273,31 @@ def test_data_seed_per_seed_gives_every_seed_its_own_split_in_grids_and_searches
                        threads=1, gpu_share=1.0)
     members = ctx.members({POINTS: [{"threshold_factor": 1.0}]})
     assert [(m.seed, m.data_seed) for m in members] == [(0, 0), (1, 1)]
+
+
+# A trial's device against its GPU share (issue 10, items 2, 3 and 8).
+@pytest.mark.parametrize("spec, message", [
+    (with_(fixed__device="cuda"), "fixed.device: cuda needs a GPU, but resources.gpu is 0"),
+    (with_(grid__2__device=["cpu", "cuda:0"]), "grid[2].device[1]: cuda:0 needs a GPU, but resources.gpu is 0"),
+    (with_(fixed__device="cuda:1", resources={"gpu": 1}),
+     "fixed.device: cuda:1: a trial sees only the GPU Ray assigned it, as cuda:0"),
+    (with_(fixed__device="gpu0"), "fixed.device: 'gpu0' is not a torch device"),
+    (with_(resources={"gpu": 2}), "resources.gpu: a trial uses one GPU; give at most 1"),
+    ({**{k: v for k, v in GOOD.items() if k != "grid"},
+      "search": {**SEARCH, "space": {**SEARCH["space"], "device": ["cpu", "cuda"]}}},
+     "search.space.device: the device is not searched"),
+])
+def test_a_device_the_trials_gpu_share_cannot_serve_is_refused_in_one_line(spec, message):
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_cpu_beside_a_gpu_share_is_allowed_with_one_warning(caplog):
+    spec = parse_spec(with_(fixed__device="cpu", grid__2__device=["cpu"], resources={"gpu": 0.5}))
+    assert spec.gpu == 0.5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["fixed.device: cpu beside resources.gpu 0.5: each trial holds a GPU share it does not use"]
+    caplog.clear()
+    parse_spec(with_(fixed__device="auto", resources={"gpu": 0.5}))
+    assert not caplog.records

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from ray.tune.stopper import Stopper
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError, PrunerlibError
-from prunerlib.pipeline import Workdirs, failed_rows, identity_columns
+from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, resolve_device
 from prunerlib.population import run_pack
 from prunerlib.sweep.plan import grid_packs, search_batch, slots
 from prunerlib.sweep.search import POINTS, VALUES, BatchedOptunaSearch
@@ -64,8 +65,17 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     one's rows in the sweep folder, report the pack's means (and each search point's
     objective values) to Tune.
 
-    An environment fault (a lost file system, no memory) propagates, so Tune retries the trial
-    (`max_failures`); the members that finished before it have their rows written already."""
+    An environment fault (a lost file system, no memory, a GPU torch cannot use, a broken CUDA
+    context) propagates, so Tune retries the trial (`max_failures`); the members that finished
+    before it have their rows written already. Tune never reuses the actor of a trial that
+    raised (TuneController._schedule_trial_stop caches an actor only when there is no
+    exception): it is stopped and its worker process ends, so a sticky
+    torch.AcceleratorError cannot poison the packs after it.
+
+    `device: auto` means the GPU Ray assigned this trial, or the CPU when it was given none:
+    Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a trial with no GPU
+    (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO), so torch there sees GPUs that other trials hold. The
+    resolved device goes to run_pack beside the configuration, whose hash stays as written."""
     import ray
     import torch
     from ray import tune
@@ -86,8 +96,12 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained)
         cfgs, tids = [cfg for cfg, _ in todo], [tid for _, tid in todo]
+        # One device setting per pack: grid packs are populations (device is shared), and a
+        # search's device is fixed (spec.py).
+        device = resolve_device(cfgs[0].device, ray.get_gpu_ids())
         try:
-            run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share, on_member_done=keep)
+            run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share, on_member_done=keep,
+                     device=device)
         except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
             for index, (cfg, tid) in enumerate(todo):
                 if rows[tid] is None:
@@ -144,7 +158,8 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
 
     folder = SweepFolder(storage, spec.name)
     again = resume_command or f"prunerlib sweep SPEC --storage {folder.root.parent} --resume"
-    if address is None and spec.gpu > 0:
+    started_here = not ray.is_initialized()
+    if started_here and address is None and spec.gpu > 0:  # an embedded Ray has this machine's GPUs only
         import torch
 
         if not torch.cuda.is_available():
@@ -159,7 +174,6 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     _SIGNALLED.clear()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _catch_signals()
-    started_here = not ray.is_initialized()
     try:
         if started_here:
             _connect(address)
@@ -171,7 +185,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         crashed = False
         if tuner is not None:
             try:
-                tuner.fit()
+                _say_errors(tuner.fit(), spec)
             except Exception as exc:  # noqa: BLE001  the rows that finished are still the record: keep them
                 crashed = True
                 print(f"the sweep's driver failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
@@ -196,6 +210,21 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         for signum in (signal.SIGINT, signal.SIGTERM):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
+def _say_errors(grid: Any, spec: SweepSpec) -> None:
+    """One line per Tune trial that errored after its retries: what failed, where, and why
+    (Tune's console shows only its error file's path)."""
+    for result in grid:
+        exc = result.error
+        if exc is None:
+            continue
+        while getattr(exc, "cause", None) is not None:  # RayTaskError wraps what the trial raised
+            exc = exc.cause
+        what = (result.config or {}).get("pack") or "search points"
+        message = " ".join(str(exc).split())[:300]
+        print(f"Tune trial {what!r} errored after {spec.max_failures} retr{'y' if spec.max_failures == 1 else 'ies'}: "
+              f"{type(exc).__name__}: {message}", file=sys.stderr)
 
 
 def _planned(spec: SweepSpec, folder: SweepFolder) -> int:
@@ -378,25 +407,138 @@ def _keep_readable_journal(journal: Path) -> None:
           file=sys.stderr)
 
 
+# Seconds a sweep on a cluster waits for a node with the GPU share to join: after `ray up` the
+# head is ready minutes before its GPU workers.
+GPU_WAIT_VAR = "PRUNERLIB_GPU_WAIT_S"
+GPU_WAIT_S = 120.0
+
+
 def _check_cluster(spec: SweepSpec, folder: SweepFolder, remote: bool) -> None:
     """Refuse, before any trial starts, a sweep the cluster can never schedule or whose
     storage some node cannot see."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = _wait_for_gpu(spec) if remote and spec.gpu > 0 else _alive_nodes()
     best_cpu = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
     best_gpu = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
+    waited = f" after waiting {_gpu_wait():g} s ({GPU_WAIT_VAR})" if remote else ""
     if spec.gpu > 0 and best_gpu == 0:
-        raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but the Ray cluster has no GPU "
+        raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but the Ray cluster has no GPU{waited} "
                         f"(start its GPU workers first, or set resources.gpu: 0)")
     if spec.gpu > best_gpu:
-        raise SpecError(f"resources.gpu: {spec.gpu:g} GPUs per trial, but no node has more than {best_gpu:g}")
+        raise SpecError(f"resources.gpu: {spec.gpu:g} GPUs per trial, but no node has more than {best_gpu:g}{waited}")
     if spec.cpu > best_cpu:
         raise SpecError(f"resources.cpu: {spec.cpu:g} CPUs per trial, but no node has more than {best_cpu:g}")
     if remote:
         _check_shared_storage(folder, nodes)
 
 
+def _alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _gpu_wait() -> float:
+    raw = os.environ.get(GPU_WAIT_VAR)
+    try:
+        wait = GPU_WAIT_S if raw is None else float(raw)
+    except ValueError:
+        wait = float("nan")
+    if not 0 <= wait < 1e6:
+        raise ConfigError(f"{GPU_WAIT_VAR}: seconds to wait for a GPU node, a number from 0, got {raw!r}")
+    return wait
+
+
+def _wait_for_gpu(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The cluster's nodes once one offers the trial's GPU share, or when the wait is over."""
+    wait = _gpu_wait()
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        nodes = _alive_nodes()
+        if max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0) >= spec.gpu:
+            return nodes
+        if time.monotonic() >= deadline or _SIGNALLED:
+            return nodes
+        if not said:
+            print(f"waiting up to {wait:g} s for a node with {spec.gpu:g} GPU to join the Ray cluster "
+                  f"(GPU workers join minutes after the head; {GPU_WAIT_VAR} sets the wait)", file=sys.stderr)
+            said = True
+        time.sleep(1)
+
+
+def cluster_plan(spec: SweepSpec, address: str | None) -> str:
+    """`--dry-run --address`: the plan on the cluster's resources and, for a GPU spec, each GPU
+    node's share of it: trial slots, GPU memory, and the population sizes `pack_size_for`
+    gives there (asked on the node itself, by a zero-CPU task pinned to it)."""
+    import ray
+
+    from prunerlib.sweep.plan import plan_text
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        _connect(address)
+    try:
+        resources = ray.cluster_resources()
+        text = plan_text(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+        return text + ("\n" + _gpu_plan(spec) if spec.gpu else "")
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _gpu_plan(spec: SweepSpec) -> str:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from prunerlib.population import population_key
+
+    nodes = [n for n in _alive_nodes() if n["Resources"].get("GPU", 0.0) > 0]
+    if not nodes:
+        return (f"GPU plan: no GPU node in the cluster yet; a sweep waits up to {_gpu_wait():g} s for one "
+                f"({GPU_WAIT_VAR})")
+    if spec.grid:  # one member stands for its population: they share architecture and batch size
+        examples = {population_key(cfg): cfg for cfg in reversed(spec.grid)}
+        populations = [(_population_name(cfg), cfg.to_dict()) for cfg in examples.values()]
+    else:
+        cfg = TrialConfig.from_dict(seeded(spec.fixed, spec.seeds[0]))
+        populations = [("search " + _population_name(cfg), cfg.to_dict())]
+    probe = ray.remote(num_cpus=0)(_probe_gpu)
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                       .remote([settings for _, settings in populations], spec.gpu) for n in nodes], timeout=120)
+    lines = [f"GPU plan: {spec.gpu:g} GPU per Tune trial, population sizes for that share of a GPU's free memory"]
+    for node, answer in zip(nodes, answers):
+        have = node["Resources"]
+        place = f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
+        slots_here = int(min(have.get("CPU", 0.0) // spec.cpu, have["GPU"] // spec.gpu))
+        if "error" in answer:
+            lines.append(f"  {place}: {have['GPU']:g} GPU(s), but torch there cannot use them: {answer['error']}")
+            continue
+        lines.append(f"  {place}: {have['GPU']:g} GPU(s) {answer['name']}, {answer['free'] / 2**30:.1f} of "
+                     f"{answer['total'] / 2**30:.1f} GiB free; {slots_here} trial slot(s)")
+        lines.extend(f"      {name}: up to {size} member(s) per population"
+                     for (name, _), size in zip(populations, answer["sizes"]))
+    return "\n".join(lines)
+
+
+def _population_name(cfg: TrialConfig) -> str:
+    shape = f"hidden {cfg.hidden}" if cfg.model == "ffn" else "channels " + ",".join(map(str, cfg.conv_channels))
+    return f"{cfg.dataset} {cfg.model} ({shape}, batch {cfg.batch_size})"
+
+
+def _probe_gpu(settings: list[dict[str, Any]], share: float) -> dict[str, Any]:
+    """On a GPU node, with no GPU reserved (Ray 2.60 leaves the node's GPUs visible to a task
+    given none): its first GPU's memory and the population sizes for a trial's share of it."""
+    import torch
+
+    from prunerlib.pipeline import cuda_unusable
+    from prunerlib.population import pack_size_for
+
+    if not torch.cuda.is_available():
+        return {"error": cuda_unusable()}
+    free, total = torch.cuda.mem_get_info(0)
+    return {"name": torch.cuda.get_device_name(0), "free": free, "total": total,
+            "sizes": [pack_size_for(TrialConfig.from_dict(s), torch.device("cuda", 0), gpu_share=share)
+                      for s in settings]}
 def _check_shared_storage(folder: SweepFolder, nodes: list[dict[str, Any]]) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

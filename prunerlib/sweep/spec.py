@@ -14,7 +14,7 @@
       num_samples: 40                     # nsga2: above population_size; tpe: above n_startup_trials
       objectives: {val_acc_finetuned: max, weights_removed_frac: max}   # validation metrics only
       space: {threshold_factor: {low: 0.25, high: 2.5}, pruner: [threshold]}
-    resources: {cpu: 1, gpu: 0}           # per Tune trial; fractional GPUs allowed
+    resources: {cpu: 1, gpu: 0}           # per Tune trial; gpu at most 1 (a fraction shares one GPU)
     max_concurrent: 4                     # Tune trials at once (default: as resources allow)
     max_failures: 1                       # retries of a Tune trial after an infrastructure fault
     pack_size: auto                       # trial configurations per Tune trial (auto: see plan.py)
@@ -26,6 +26,7 @@ Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,8 @@ import yaml
 
 from prunerlib.config import _MAX_SEED, TrialConfig, _show
 from prunerlib.errors import ConfigError
+
+log = logging.getLogger("prunerlib.sweep.spec")
 
 Sampler = Literal["tpe", "nsga2", "random", "grid"]
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -155,8 +158,10 @@ def parse_spec(raw: Any) -> SweepSpec:
             raise SpecError(f"resources.{key}: unknown key (known: cpu, gpu)")
     cpu = _number(resources.get("cpu", 1), "resources.cpu", low=0, open_low=True)
     gpu = _number(resources.get("gpu", 0), "resources.gpu", low=0)
-    if gpu > 1 and gpu != int(gpu):
-        raise SpecError(f"resources.gpu: above 1 a trial takes whole GPUs, got {gpu}")
+    if gpu > 1:
+        raise SpecError(f"resources.gpu: a trial uses one GPU; give at most 1 (a fraction shares a GPU between "
+                        f"trials), got {gpu:g}")
+    _check_devices(raw, gpu)
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
         max_concurrent = _integer(max_concurrent, "max_concurrent", low=1, high=10**6)
@@ -166,6 +171,37 @@ def parse_spec(raw: Any) -> SweepSpec:
         max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0, high=1000),
         pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw,
     )
+
+
+def _check_devices(raw: dict[str, Any], gpu: float) -> None:
+    """A trial's `device` against its GPU share. In a Tune trial `auto` is the GPU Ray assigned
+    (cuda:0 of the GPUs the trial sees) or the CPU; a CUDA device without a GPU share would
+    take a GPU no one reserved."""
+    places = [("fixed.device", raw.get("fixed", {}).get("device"))]
+    for i, entry in enumerate(raw.get("grid") or []):
+        value = entry.get("device") if isinstance(entry, dict) else None
+        places += [(f"grid[{i}].device" + (f"[{j}]" if isinstance(value, list) else ""), v)
+                   for j, v in enumerate(value if isinstance(value, list) else [value])]
+    if "device" in ((raw.get("search") or {}).get("space") or {}):
+        raise SpecError("search.space.device: the device is not searched; set it under fixed (or leave it auto)")
+    warned = False
+    for path, value in places:
+        if value is None or value == "auto":
+            continue
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, TypeError):
+            raise SpecError(f"{path}: {value!r} is not a torch device (auto, cpu, cuda)") from None
+        if device.type == "cuda" and not gpu:
+            raise SpecError(f"{path}: {value} needs a GPU, but resources.gpu is 0; give trials a GPU share "
+                            f"(resources.gpu: 1, or 0.25 to share one) or use device: auto")
+        if device.type == "cuda" and device.index:
+            raise SpecError(f"{path}: {value}: a trial sees only the GPU Ray assigned it, as cuda:0; use cuda or auto")
+        if device.type == "cpu" and gpu and not warned:
+            log.warning("%s: cpu beside resources.gpu %g: each trial holds a GPU share it does not use", path, gpu)
+            warned = True
 
 
 # --------------------------------------------------------------------------------------------
