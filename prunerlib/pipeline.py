@@ -28,9 +28,9 @@ from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_f
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
 from prunerlib.pruners import PruneContext, build_pruners
 from prunerlib.pruners.threshold import threshold_params
-from prunerlib.records import provenance
+from prunerlib.records import device_provenance, provenance
 from prunerlib.surgery import Removal, apply_removal
-from prunerlib.training import accuracy, train
+from prunerlib.training import accuracy, set_numerics, train
 
 log = logging.getLogger("prunerlib.pipeline")
 
@@ -106,7 +106,8 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
     base = identity_columns(cfg, sweep, trial_id)
     try:
         device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        base["device"] = str(device)
+        set_numerics(device, cfg.exact)  # before the first CUDA call: see set_numerics
+        base |= device_provenance(device)
         data = load_data(cfg, dirs.image_cache).to(device)
         return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
     except (ConfigError, DataError):
@@ -183,8 +184,10 @@ class TrialState:
         self.pruners = build_pruners(cfg)
         self.scope = threshold_params(model, cfg.threshold_layers)
         sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
-        self.ctx = PruneContext(model, self.masks, data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
-                                torch.Generator().manual_seed(cfg.seed))
+        # The pruning inputs as indices into the shared training data, gathered only while the
+        # pruners plan: a copy per member (22 MB for the CNN) would cap a population's size.
+        self.sample = sample[: cfg.distinct_max_patterns].to(device)
+        self.ctx = PruneContext(model, self.masks, None, torch.Generator().manual_seed(cfg.seed))
         self.acc_pruned = self.val_acc_pruned = float("nan")
         self.rows: list[dict[str, Any]] = []
         self.removal = Removal()  # this cycle's
@@ -206,8 +209,12 @@ class TrialState:
                 return False
             self.ctx.reference = self.shadow.removal
         removal = Removal()
-        for pruner in self.pruners:
-            removal.extend(pruner.plan(self.ctx))
+        self.ctx.inputs = self.data.train_x[self.sample]
+        try:
+            for pruner in self.pruners:
+                removal.extend(pruner.plan(self.ctx))
+        finally:
+            self.ctx.inputs = None
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False
@@ -295,5 +302,5 @@ def _config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "min_delta": cfg.min_delta if cfg.pretrain_stop == "plateau" else None,
         "epochs_finetune": cfg.epochs_finetune, "batch_size": cfg.batch_size, "lr": cfg.lr,
         "optimizer": cfg.optimizer, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
-        "weight_decay": cfg.weight_decay,
+        "weight_decay": cfg.weight_decay, "exact": cfg.exact,
     }

@@ -11,6 +11,7 @@ unchanged pruners plan on an ordinary `nn.Module` holding the member's weights
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,8 +27,9 @@ from prunerlib.models import build_model
 from prunerlib.pipeline import (TrialState, Workdirs, failed_rows, finetune_seed, identity_columns,
                                 resolve_device, run_trial)
 from prunerlib.pretrained import load_or_pretrain
+from prunerlib.records import device_provenance
 from prunerlib.pruners.threshold import threshold_params
-from prunerlib.training import diverged
+from prunerlib.training import diverged, set_numerics
 
 log = logging.getLogger("prunerlib.population")
 
@@ -40,7 +42,7 @@ Rows = list[dict[str, Any]]
 _SHARED = (
     "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed", "train_per_class",
     "test_per_class", "image_size", "model", "hidden", "activation", "conv_channels",
-    "batch_size", "epochs_finetune", "optimizer", "device",
+    "batch_size", "epochs_finetune", "optimizer", "device", "exact",
 )
 
 # On CPU, caches rather than memory bound a population: past ~100 FFN members (~10 MB) a
@@ -90,6 +92,9 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
 
     for group in groups.values():
         where = torch.device(device) if device is not None else resolve_device(cfgs[group[0]].device)
+        set_numerics(where, cfgs[group[0]].exact)  # before the first CUDA call: see set_numerics
+        if where.type == "cuda":  # a 0.25-GPU trial must not take the card from the other three
+            torch.cuda.set_per_process_memory_fraction(min(1.0, float(gpu_share)), where)
         size = pack_size_for(cfgs[group[0]], where, gpu_share=gpu_share)
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             if len(members) == 1:
@@ -104,8 +109,10 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
                     progress: bool, done: MemberDone, device: torch.device) -> None:
     bases = [identity_columns(cfg, sweep, tid) for cfg, tid in zip(cfgs, ids)]
+    set_numerics(device, cfgs[0].exact)
+    columns = device_provenance(device)
     for base in bases:
-        base["device"] = str(device)
+        base |= columns
     data = load_data(cfgs[0], dirs.image_cache).to(device)
     _check_settings(cfgs, data)
     states: dict[int, TrialState] = {}
@@ -234,35 +241,67 @@ def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:
 
 def pack_size_for(cfg: TrialConfig, device: torch.device | str, budget_bytes: int | None = None,
                   gpu_share: float = 1.0) -> int:
-    """How many members like `cfg` fit in one population on `device`: the memory budget over
-    one member's parameters, gradient, mask, optimiser state and a training step's
-    activations. The budget defaults to 80% of the GPU's free memory, and of no more than
-    `gpu_share` of its total (a trial given 0.25 GPU shares it with three others); on CPU to
-    _CPU_BUDGET (or half the available memory, if less), and at most _CPU_CAP members."""
+    """How many members like `cfg` fit in one population on `device`: the memory budget, less
+    what the population holds once (`shared_bytes`), over what each member adds
+    (`member_bytes`). On CUDA the budget is 80% of the trial's share of the GPU: of its total
+    memory times `gpu_share` (a 0.25-GPU trial shares the card with three others, and
+    run_pack caps it there with torch.cuda.set_per_process_memory_fraction) and of what is
+    free. On CPU it is _CPU_BUDGET (or half the available memory, if less), and caches rather
+    than memory cap a population at _CPU_CAP members."""
     device = torch.device(device)
-    per_member = member_bytes(cfg)
     if budget_bytes is None:
         if device.type == "cuda":
             free, total = torch.cuda.mem_get_info(device)
-            budget_bytes = int(0.8 * min(free, total * gpu_share))
+            budget_bytes = int(0.8 * min(free, total * gpu_share)) - shared_bytes(cfg)
         else:
             budget_bytes = min(_CPU_BUDGET, _available_memory() // 2)
-    fit = max(1, budget_bytes // per_member)
+    fit = max(1, budget_bytes // member_bytes(cfg))
     return fit if device.type == "cuda" else min(fit, _CPU_CAP)
 
 
 def member_bytes(cfg: TrialConfig) -> int:
-    """Memory one population member needs during a fine-tuning step (float32)."""
+    """Memory one population member adds (float32), at the peak of a fine-tuning step.
+
+    Its trial state: the model, masks, the indices of its pruning inputs (gathered from the
+    shared data only while it plans), a copy of the last accepted model under max_acc_drop,
+    and, for a random control that mirrors its method over cycles, the method's own trial.
+    Its share of the population: stacked parameters, gradient-mask and optimiser moments,
+    gradients and an update temporary, its batch (the gathered copy, and for images the
+    flipped copy, the blend and the channel-grouped layout), and the activations kept for
+    backward."""
     in_shape = (cfg.attributes,) if cfg.model == "ffn" else (3, cfg.image_size, cfg.image_size)
     classes = 3 if cfg.dataset == "waveform" else 2
     with torch.device("meta"), torch.random.fork_rng(devices=[]):
         model = build_model(cfg, in_shape[0], classes)
         per_example = _activation_numel(model, torch.zeros(1, *in_shape))
     params = sum(p.numel() for p in model.parameters())
-    # parameters, gradient, mask, two Adam moments, and one temporary of the update;
-    # activations are kept for backward, get a gradient each, and the grouped convolution
-    # regroups its input and output once more.
-    return 4 * (6 * params + 3 * cfg.batch_size * per_example)
+    in_numel = math.prod(in_shape) + (cfg.model == "ffn")  # the FFN's inputs carry a constant 1
+    trial = 4 * params + params + 8 * cfg.distinct_max_patterns  # model, bool masks, sample indices
+    if cfg.max_acc_drop is not None and cfg.cycles > 1:
+        trial += 4 * params + params
+    moments = 2 if cfg.optimizer == "adam" else 1
+    stacked = 4 * params * (1 + 1 + moments + 2)  # parameters, gradient mask, moments, gradients, temporary
+    # Kept activations: the FFN's hand-written step keeps every layer's output and its gradient
+    # for the whole batch; the CNN's pools before its ReLU and autograd frees each gradient as
+    # it goes, so about one per-example set (measured: see tests/test_population.py).
+    kept = 1 if cfg.model == "cnn" else 3
+    batch = 4 * cfg.batch_size * (in_numel * (4 if cfg.model == "cnn" else 1) + kept * per_example)
+    shadow = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
+    return (trial + stacked + batch) * (2 if shadow else 1)
+
+
+def shared_bytes(cfg: TrialConfig) -> int:
+    """Memory a population of `cfg`-like members holds once, whatever its size: the data on the
+    device, and the largest transient of pruning or evaluating one member at a time (its
+    pruning inputs gathered, their activations, an evaluation batch of 1024)."""
+    in_shape = (cfg.attributes,) if cfg.model == "ffn" else (3, cfg.image_size, cfg.image_size)
+    classes = 3 if cfg.dataset == "waveform" else 2
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        per_example = _activation_numel(build_model(cfg, in_shape[0], classes), torch.zeros(1, *in_shape))
+    examples = cfg.n if cfg.dataset == "waveform" else 2 * (cfg.train_per_class + cfg.test_per_class)
+    patterns = min(cfg.distinct_max_patterns, examples)
+    data = 4 * examples * (math.prod(in_shape) + 1)
+    return data + 4 * max(patterns, 1024) * (math.prod(in_shape) + per_example)
 
 
 def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:

@@ -45,6 +45,7 @@ CPU = torch.device("cpu")
 aten = torch.ops.aten
 
 FREE_BYTES, TOTAL_BYTES = 12 * 2**30, 16 * 2**30  # what torch.cuda.mem_get_info reports
+NAME, DRIVER, CUDA_VERSION, CUDNN_VERSION = "Fake GPU", "13.0 (580.65.06)", "13.0", 91002
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FakeGpu:
 
     syncs: Counter = field(default_factory=Counter)  # host syncs by kind: item, to_cpu, nonzero, ...
     host_to_device: int = 0  # copies of non-scalar CPU tensors onto the device
+    memory_fraction: float | None = None  # what torch.cuda.set_per_process_memory_fraction was last given
 
     @property
     def total_syncs(self) -> int:
@@ -351,6 +353,17 @@ class _MoveMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_PROPERTIES = mock.Mock(name=NAME, total_memory=TOTAL_BYTES, major=8, minor=0, multi_processor_count=108)
+_PROPERTIES.name = NAME  # Mock(name=...) names the mock itself
+
+
+def _set_memory_fraction(fraction: float, device=None) -> None:
+    if not isinstance(fraction, float) or not 0 <= fraction <= 1:  # what torch checks
+        raise ValueError(f"Invalid fraction value: {fraction}. Allowed range: 0~1")
+    if _state is not None:
+        _state.memory_fraction = fraction
+
+
 def _restore_cuda_as_cpu(storage, location: str):
     # torch.load(map_location="cuda") would allocate real CUDA memory; the CPU storage loads
     # into the fake device's parameters by copy_, as a real CUDA storage would.
@@ -377,9 +390,16 @@ def _process_patches() -> Iterator[FakeGpu]:
         for name, value in [("is_available", lambda: True), ("device_count", lambda: 1),
                             ("mem_get_info", lambda device=None: (FREE_BYTES, TOTAL_BYTES)),
                             ("empty_cache", lambda: None), ("synchronize", lambda device=None: None),
-                            ("get_device_name", lambda device=None: "Fake GPU"), ("current_device", lambda: 0),
+                            ("get_device_name", lambda device=None: NAME), ("current_device", lambda: 0),
+                            ("get_device_properties", lambda device=None: _PROPERTIES),
+                            ("set_per_process_memory_fraction", _set_memory_fraction),
                             ("_lazy_init", lambda: None)]:
             stack.enter_context(mock.patch.object(torch.cuda, name, value))
+        # The software stack a CUDA build reports (a CPU-only build says None).
+        stack.enter_context(mock.patch.object(torch.version, "cuda", CUDA_VERSION))
+        stack.enter_context(mock.patch.object(torch.backends.cudnn, "version", lambda: CUDNN_VERSION))
+        from prunerlib import records  # the driver library answers records, not torch
+        stack.enter_context(mock.patch.object(records, "cuda_driver", lambda: DRIVER))
         # Optimisers ask the accelerator's stream whether a CUDA graph is being captured.
         stream = mock.Mock(is_capturing=lambda: False)
         stack.enter_context(mock.patch.object(torch.accelerator, "current_stream", lambda device=None: stream))

@@ -312,8 +312,9 @@ def test_a_fractional_gpu_trial_sizes_its_pack_from_its_share_of_the_gpu(monkeyp
     per_member = member_bytes(cfg)
     # A 16 GB GPU, 12 GB of it free: a quarter-GPU trial budgets 80% of 4 GB, a whole one 80% of 12.
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 * 2**30, 16 * 2**30))
-    assert pack_size_for(cfg, "cuda", gpu_share=0.25) == int(0.8 * 4 * 2**30) // per_member
-    assert pack_size_for(cfg, "cuda") == int(0.8 * 12 * 2**30) // per_member
+    once = population.shared_bytes(cfg)  # the data and one member's pruning transient
+    assert pack_size_for(cfg, "cuda", gpu_share=0.25) == (int(0.8 * 4 * 2**30) - once) // per_member
+    assert pack_size_for(cfg, "cuda") == (int(0.8 * 12 * 2**30) - once) // per_member
 
 
 def _oom_above(monkeypatch, most: int) -> list[int]:
@@ -354,3 +355,84 @@ def test_a_member_that_does_not_fit_alone_is_a_fault_of_the_machine_not_a_row(tm
     with pytest.raises(EnvironmentFault, match="out of cpu memory fine-tuning one ffn alone"):
         run_pack(cfgs, Workdirs(tmp_path), on_member_done=lambda i, rows: handed.append(rows))
     assert handed == []
+
+
+def _peak_bytes(fn):
+    """Peak of the CPU memory torch allocates while `fn` runs (what it returns is kept alive
+    through the peak), from the profiler's per-op allocations in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        kept = fn()
+    total = peak = 0
+    for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        total += event.self_cpu_memory_usage
+        peak = max(peak, total)
+    return peak, kept
+
+
+def _fine_tuning_peak(cfg: TrialConfig, data: Data, k: int) -> int:
+    """Bytes k pruned members hold at the peak of a population step: their trial states, the
+    population, and the step itself."""
+    from prunerlib.models import build_model
+    from prunerlib.pretrained import PretrainResult
+
+    def trials():
+        states = []
+        for seed in range(k):
+            member = cfg.replace(seed=seed)
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(member, data.in_features, data.classes)
+            states.append(TrialState(member, data, model, PretrainResult(0.5, 0.5, 0.5, 1, 0.0)))
+        return states
+
+    held, states = _peak_bytes(trials)
+    for state in states:
+        state.prune(1)
+    stacked, pop = _peak_bytes(lambda: Population([s.model for s in states], [s.masks for s in states],
+                                                  [s.cfg for s in states]))
+    b, table = cfg.batch_size, pop.inputs(data.train_x)
+    idx = torch.stack([torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(i))[:b]
+                       for i in range(k)])
+
+    def step():
+        x = table.index_select(0, idx.flatten()).view(k, b, *table.shape[1:])
+        if data.flip:
+            x = torch.where((torch.rand(k, b) < 0.5)[:, :, None, None, None], x.flip(-1), x)
+        return pop.step(x, data.train_y[idx])
+
+    return held + stacked + _peak_bytes(step)[0]
+
+
+@pytest.mark.parametrize("model", ["ffn", "cnn"])
+def test_member_bytes_covers_what_a_member_really_holds_at_a_fine_tuning_step(model):
+    """Per member: (peak with 6 members - peak with 2) / 4, on data of the real sizes. Before
+    pruning inputs became indices a CNN member held 28 MB against an estimate of 15.7 MB."""
+    g = torch.Generator().manual_seed(0)
+    if model == "cnn":
+        x, y = torch.randn(1800, 3, 32, 32, generator=g), torch.randint(0, 2, (1800,), generator=g)
+        data = Data(x, y, x[:200], y[:200], x[:400], y[:400], classes=2, flip=True)
+        cfg = TrialConfig.from_dict({"dataset": "catsdogs", "data": "photos", "pruner": "filters",
+                                     "filters_frac": 0.25, "device": "cpu"})
+    else:
+        x, y = torch.randn(3600, 40, generator=g), torch.randint(0, 3, (3600,), generator=g)
+        data = Data(x, y, x[:400], y[:400], x[:1000], y[:1000], classes=3, flip=False)
+        cfg = TrialConfig.from_dict({"pruner": "distinctiveness", "device": "cpu"})
+    measured = (_fine_tuning_peak(cfg, data, 6) - _fine_tuning_peak(cfg, data, 2)) / 4
+    # Enough, and not so much more that a GPU is left idle.
+    assert measured <= member_bytes(cfg) <= 1.6 * measured, (measured, member_bytes(cfg))
+
+
+def test_a_member_keeps_its_pruning_inputs_as_indices_into_the_shared_data():
+    data = random_data(n=256, features=8)
+    cfg = TrialConfig.from_dict({"pruner": "distinctiveness", "distinct_max_patterns": 100})
+    from prunerlib.pretrained import PretrainResult
+
+    state = TrialState(cfg, data, small_ffn(), PretrainResult(0.5, 0.5, 0.5, 1, 0.0))
+    seen = []
+    plan = state.pruners[0].plan
+    state.pruners[0].plan = lambda ctx: seen.append(ctx.inputs.clone()) or plan(ctx)
+    state.prune(1)
+    assert state.ctx.inputs is None  # released once the pruners have planned
+    assert state.sample.dtype == torch.int64 and state.sample.shape == (100,)
+    assert torch.equal(seen[0], data.train_x[state.sample])
