@@ -26,7 +26,7 @@ from prunerlib.errors import ConfigError, DataError, EnvironmentFault, Prunerlib
 from prunerlib.masks import Masks
 from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
-from prunerlib.pruners import PruneContext, build_pruners
+from prunerlib.pruners import MethodStep, PruneContext, build_pruners
 from prunerlib.pruners.threshold import threshold_params
 from prunerlib.records import device_provenance, provenance
 from prunerlib.surgery import Removal, apply_removal
@@ -190,7 +190,7 @@ class TrialState:
         self.ctx = PruneContext(model, self.masks, None, torch.Generator().manual_seed(cfg.seed))
         self.acc_pruned = self.val_acc_pruned = float("nan")
         self.rows: list[dict[str, Any]] = []
-        self.removal = Removal()  # this cycle's
+        self.step: MethodStep | None = None  # this cycle's
         self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
         self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
         mirrors = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
@@ -207,7 +207,7 @@ class TrialState:
             if self.shadow.stopped or not self.shadow.prune(cycle):
                 log.info("cycle %d: the %s trial this control mirrors has stopped, stopping", cycle, self.cfg.match)
                 return False
-            self.ctx.reference = self.shadow.removal
+            self.ctx.reference = self.shadow.step
         removal = Removal()
         self.ctx.inputs = self.data.train_x[self.sample]
         try:
@@ -218,8 +218,8 @@ class TrialState:
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False
+        self.step = MethodStep(removal, self.masks.clone())  # what a control mirroring this trial copies
         apply_removal(self.model, self.masks, removal)
-        self.removal = removal
         self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
         self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
         return True
