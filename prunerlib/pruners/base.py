@@ -22,7 +22,7 @@ from prunerlib.surgery import Removal
 class PruneContext:
     model: nn.Module
     masks: Masks
-    inputs: torch.Tensor  # training patterns for activation-based criteria
+    inputs: torch.Tensor | None  # training patterns for activation-based criteria; set only while planning
     generator: torch.Generator  # seeded: every random choice of a trial comes from here
     # For a random control: the step the method it mirrors takes at this cycle on the method's
     # own trajectory (SPEC §4.4), set by the pipeline. None: plan the method on this model.
