@@ -34,6 +34,7 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, umask_mode
+from prunerlib.errors import is_environment_fault
 from prunerlib.models import build_model
 from prunerlib.training import accuracy, train
 
@@ -137,6 +138,8 @@ def _verified(folder: Path, model: nn.Module, device: torch.device) -> dict:
     except _Damaged:
         raise
     except Exception as exc:  # noqa: BLE001  checksummed yet unloadable: written by other code
+        if is_environment_fault(exc):  # out of GPU memory or a broken CUDA context while loading
+            raise
         raise _Damaged(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return metrics
 
