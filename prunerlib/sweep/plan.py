@@ -53,7 +53,10 @@ def grid_packs(spec: SweepSpec, parallel: int = 1) -> list[Pack]:
         members.sort(key=attrgetter(*PRETRAIN_SETTINGS))
         # Auto: each population gets its share of the slots (at least one pack), and no pack
         # outgrows what fits one step; the packs of a population are of even size.
-        share = max(1, round(parallel * len(members) / total), math.ceil(len(members) / pack_size_for(members[0], "cpu")))
+        # A GPU pack is not capped here: the driver cannot see the workers' GPUs, and run_pack
+        # splits a pack by the memory of the GPU share it runs on.
+        cap = len(members) if spec.gpu else pack_size_for(members[0], "cpu")
+        share = max(1, round(parallel * len(members) / total), math.ceil(len(members) / cap))
         if share > parallel:  # whole rounds: every slot busy until the last round ends
             share = math.ceil(share / parallel) * parallel
         size = spec.pack_size or math.ceil(len(members) / share)

@@ -250,6 +250,13 @@ def _verdict(spec: SweepSpec, folder: SweepFolder, frame: Any, again: str) -> in
         print(f"incomplete: {planned - have} of {planned} configuration(s) have no rows (see {folder.tune} "
               f"for Tune's errors); continue with: {again}", file=sys.stderr)
         return 1
+    # An error row is a fault in the code, not what the configuration does: never a finished sweep.
+    errors = frame[frame["final"] & (frame["status"] == "error")]["trial_id"].nunique() if len(frame) else 0
+    if errors:
+        retry = f"; once the code is fixed, rerun them with: {again} --retry-failed" if spec.grid else ""
+        print(f"{errors} configuration(s) ended in an error, a fault in the code rather than a result "
+              f"(the error column of {folder.results} has the traceback){retry}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -325,14 +332,19 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
               f"{told} again from their rows" + (f", handed out {reasked} unfinished one(s) again" if reasked else ""))
 
 
+# cuBLAS reads this once, when CUDA starts in a worker: `exact: true` trials need it there
+# before their first CUDA call (training.set_numerics refuses an exact trial without it).
+_WORKER_ENV = {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8")}}
+
+
 def _connect(address: str | None) -> None:
     import ray
 
     if address is None:  # "local" starts a fresh embedded Ray even when a cluster runs on this machine
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING", runtime_env=_WORKER_ENV)
         return
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", runtime_env=_WORKER_ENV)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
                 "; a cluster started by `ray start` uses token authentication: set RAY_AUTH_MODE=token "
