@@ -71,3 +71,13 @@ def test_the_dry_run_says_when_a_search_repeats_itself_and_how_the_data_is_split
            "every fresh run with 2 slot(s) at once" in text
     assert "data split: each seed its own (data_seed = seed)" in text
     assert "data split: data_seed 0 for every seed (seeds vary training only)" in plan_text(parse_spec(SPEC), cpus=2)
+
+
+def test_gpu_packs_are_not_capped_by_the_drivers_cpu_budget():
+    # 300 FFN configurations, one slot: on the CPU a pack holds at most 128 of them; a GPU
+    # trial's pack is split by run_pack on the worker, against the memory of its GPU share.
+    spec = {"name": "big", "fixed": {"dataset": "waveform", "device": "cpu"}, "seeds": list(range(3)),
+            "grid": [{"pruner": "threshold", "threshold_factor": [0.25 + 0.01 * i for i in range(100)]}]}
+    assert max(len(p.members) for p in grid_packs(parse_spec(spec), parallel=1)) <= 128
+    gpu = parse_spec({**spec, "fixed": {"dataset": "waveform"}, "resources": {"cpu": 1, "gpu": 0.5}})
+    assert [len(p.members) for p in grid_packs(gpu, parallel=1)] == [300]
