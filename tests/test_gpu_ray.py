@@ -170,53 +170,35 @@ def _torch_reason() -> str:
 def test_a_cluster_sweep_waits_for_its_gpu_workers_to_join(tmp_path):
     """After `ray up` the head is ready before its GPU workers: the sweep waits (bounded) and
     says so, instead of refusing a GPU spec."""
-    import shutil
-    import signal
-    import socket
     import subprocess
     import sys
-    import tempfile
 
     import yaml
 
-    from tests.test_sweep_runner import _processes_mentioning
+    from tests.ray_cluster import local_cluster
 
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp = tempfile.mkdtemp(prefix="rg", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     driver = None
-    try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--num-gpus=0",
-                        "--include-dashboard=false", *common], env=env, check=True, capture_output=True, timeout=120)
-        spec = {"name": "joining", "fixed": {**TINY, "device": "cpu"}, "seeds": [0],
-                "grid": [{"pruner": "threshold", "threshold_factor": 0.5}], "resources": {"cpu": 1, "gpu": 0.5}}
-        path = tmp_path / "joining.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        driver = subprocess.Popen([sys.executable, "-m", "prunerlib.cli", "sweep", str(path), "--address", address,
-                                   "--storage", str(tmp_path / "shared")], env={**env, "PRUNERLIB_GPU_WAIT_S": "90"},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen = []
-        while not seen or ("waiting up to" not in seen[-1] and seen[-1]):
-            seen.append(driver.stdout.readline())
-        assert "waiting up to 90 s for a node with 0.5 GPU to join the Ray cluster" in seen[-1], "".join(seen)
-        subprocess.run([ray_bin, "start", f"--address={address}", "--num-gpus=1", *common], env=env, check=True,
-                       capture_output=True, timeout=120)  # the GPU worker joins
-        out, _ = driver.communicate(timeout=300)
-        assert driver.returncode == 0, out[-3000:]
-        df = pd.read_parquet(tmp_path / "shared" / "joining" / "results.parquet")
-        assert len(df) == 1 and df["status"].eq("ok").all() and df["device"].eq("cpu").all()
-    finally:
-        if driver is not None and driver.poll() is None:
-            driver.kill()
-            driver.wait()
-        for pid in _processes_mentioning(temp):  # this cluster's processes only
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_cluster() as cluster:
+        try:
+            cluster.start_head(gpus=0)
+            spec = {"name": "joining", "fixed": {**TINY, "device": "cpu"}, "seeds": [0],
+                    "grid": [{"pruner": "threshold", "threshold_factor": 0.5}], "resources": {"cpu": 1, "gpu": 0.5}}
+            path = tmp_path / "joining.yaml"
+            path.write_text(yaml.safe_dump(spec))
+            driver = subprocess.Popen([sys.executable, "-m", "prunerlib.cli", "sweep", str(path), "--address",
+                                       cluster.address, "--storage", str(tmp_path / "shared")],
+                                      env={**cluster.env, "PRUNERLIB_GPU_WAIT_S": "90"},
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            seen = []
+            while not seen or ("waiting up to" not in seen[-1] and seen[-1]):
+                seen.append(driver.stdout.readline())
+            assert "waiting up to 90 s for a node with 0.5 GPU to join the Ray cluster" in seen[-1], "".join(seen)
+            cluster.add_node(gpus=1)  # the GPU worker joins
+            out, _ = driver.communicate(timeout=300)
+            assert driver.returncode == 0, out[-3000:]
+            df = pd.read_parquet(tmp_path / "shared" / "joining" / "results.parquet")
+            assert len(df) == 1 and df["status"].eq("ok").all() and df["device"].eq("cpu").all()
+        finally:
+            if driver is not None and driver.poll() is None:
+                driver.kill()
+                driver.wait()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from prunerlib.records import COLUMNS
+from tests.ray_cluster import local_cluster
 
 TINY = {"dataset": "waveform", "n": 600, "epochs_pretrain": 3, "epochs_finetune": 2, "patience": 2}
 
@@ -143,52 +144,10 @@ def test_an_optuna_search_persists_its_study_and_its_pareto_front_matches_the_re
 @pytest.fixture
 def two_node_cluster():
     """A Ray head and a second node, each `ray start`ed as its own processes, 1 CPU each."""
-    import shutil
-    import socket
-    import tempfile
-
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # `ray start --head` turns on token authentication; every process that joins must use it.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp}",
-                        "--include-dashboard=false", *common], env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([ray_bin, "start", f"--address={address}", *common], env=env, check=True,
-                       capture_output=True, timeout=120)
-        yield address, env
-    finally:
-        # Stop this cluster's processes only (not `ray stop`, which would stop every Ray on the machine).
-        for pid in _processes_mentioning(temp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _processes_mentioning(text: str) -> set[int]:
-    """Processes whose command line holds `text`, and all their descendants (Ray's agents
-    rename themselves, so only their parent raylet still names the cluster's folder)."""
-    parents: dict[int, int] = {}
-    found: set[int] = set()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if text.encode() in (proc / "cmdline").read_bytes():
-                found.add(int(proc.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    while True:
-        more = {pid for pid, parent in parents.items() if parent in found} - found
-        if not more:
-            return found
-        found |= more
+    with local_cluster() as cluster:
+        cluster.start_head()
+        cluster.add_node()
+        yield cluster.address, cluster.env
 
 
 def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, two_node_cluster):
