@@ -288,6 +288,23 @@ def test_a_symlinked_out_is_appended_through_the_link(tmp_path):
     assert link.is_symlink() and len(pd.read_parquet(target)) == 2
 
 
+def test_rows_that_cannot_be_written_after_training_are_rescued_beside_out(tmp_path, capsys, monkeypatch):
+    from prunerlib import records
+
+    def disk_full(path, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records, "append_parquet", disk_full)  # the disk fills up during training
+    out = tmp_path / "out.parquet"
+    assert main([*RUN, "--out", str(out), "--workdir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err, err
+    (rescued,) = tmp_path.glob("out.parquet.rescue-*.parquet")
+    assert str(rescued) in err and not out.exists()
+    rows = pd.read_parquet(rescued)
+    assert len(rows) == 1 and rows["status"].eq("ok").all() and rows["pruner"].eq("threshold").all()
+
+
 def _break_threshold_at_half() -> None:
     """worker_process_setup_hook: a fault in the code (a KeyError) for threshold factor 0.5."""
     from prunerlib.pruners.threshold import Threshold
