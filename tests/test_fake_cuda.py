@@ -200,3 +200,22 @@ def test_single_trial_training_uploads_each_batch_order_once_per_epoch():
         gpu.host_to_device = 0
         train(model, data, TrialConfig.from_dict({"batch_size": 8}), epochs=2, seed=0, progress=False)
     assert gpu.host_to_device == 2
+
+
+def test_a_cuda_pack_that_runs_out_of_gpu_memory_is_split_and_every_member_still_finishes(tmp_path, monkeypatch):
+    from prunerlib import population
+
+    tried = []
+    real = population.train_population
+
+    def two_fit(pop, data, seeds, **kwargs):  # the card holds two members' fine-tuning at a time
+        tried.append(len(seeds))
+        if len(seeds) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(pop, data, seeds, **kwargs)
+
+    monkeypatch.setattr(population, "train_population", two_fit)
+    with fake_cuda():
+        rows = run_pack(_ffn_pruners(), Workdirs(tmp_path))
+    _assert_all_ok(rows)
+    assert tried[0] > 2 and max(tried[1:]) <= 2  # too many once, then halves for the rest of the trial
