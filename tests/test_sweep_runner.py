@@ -163,3 +163,44 @@ def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, two_n
     df = pd.read_parquet(storage / "nodes" / "results.parquet")
     assert len(df) == 8 and df["trial_id"].is_unique and (df["status"] == "ok").all()
     assert df["node_id"].nunique() == 2, df["node_id"].value_counts()
+
+
+def _break_threshold_at_half() -> None:
+    """worker_process_setup_hook: a fault in the code (a KeyError) for threshold factor 0.5."""
+    from prunerlib.pruners.threshold import Threshold
+
+    plan = Threshold.plan
+
+    def broken(self, ctx):
+        if self.factor == 0.5:
+            return {}["fc1.weight"]
+        return plan(self, ctx)
+
+    Threshold.plan = broken
+
+
+def test_a_fault_in_the_code_is_an_error_row_counted_apart_and_the_sweep_exits_1(tmp_path, capsys):
+    import ray
+
+    from prunerlib.sweep.runner import run_sweep
+    from prunerlib.sweep.spec import parse_spec
+
+    root = Path(__file__).resolve().parents[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(root)},
+                          "worker_process_setup_hook": "tests.test_sweep_runner._break_threshold_at_half"})
+    try:
+        spec = parse_spec({"name": "broken", "fixed": TINY, "seeds": [0],
+                           "grid": [{"pruner": "threshold", "threshold_factor": [0.5, 1.0]}]})
+        code = run_sweep(spec, str(tmp_path / "runs"))
+    finally:
+        ray.shutdown()
+    out, err = capsys.readouterr()
+    df = pd.read_parquet(tmp_path / "runs" / "broken" / "results.parquet")
+    assert code == 1
+    assert sorted(df["status"]) == ["error", "ok"]
+    error = df[df["status"] == "error"].iloc[0]
+    assert error["threshold_factor"] == 0.5 and error["error"].startswith("Traceback") and "KeyError" in error["error"]
+    assert "2 configuration(s) finished, 1 ok, 0 failed, 1 error" in out
+    (line,) = [line for line in err.splitlines() if "ended in an error" in line]
+    assert line.startswith("1 configuration(s) ended in an error") and "--retry-failed" in line
