@@ -6,7 +6,6 @@ training part; the test part is only ever evaluated, never used to decide anythi
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +39,6 @@ class Data:
         for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
             setattr(self, name, getattr(self, name).to(device))
         return self
-
-
-def umask_mode(mode: int) -> int:
-    """`mode` as the user's umask leaves it. mkstemp / mkdtemp create 0600 / 0700 whatever the
-    umask, which locks colleagues out of shared storage; chmod what they made to this instead.
-    Read from /proc: os.umask() can only be read by setting it, a race with other threads."""
-    try:
-        with open("/proc/self/status") as status:
-            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return mode & ~umask
 
 
 def stratified_split(y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from prunerlib.datasets import umask_mode
 from prunerlib.errors import DataError
+from prunerlib.records import umask_mode
 
 log = logging.getLogger("prunerlib.images")
 

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from prunerlib.config import TrialConfig
-from prunerlib.datasets import Data, umask_mode
+from prunerlib.datasets import Data
 from prunerlib.errors import is_environment_fault
+from prunerlib.records import umask_mode
 from prunerlib.models import build_model
 from prunerlib.training import accuracy, train
 
@@ -90,7 +91,9 @@ def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: to
     key = store_key(cfg, data.fingerprint, device)
     folder = store / key
     model = build_model(cfg, data.in_features, data.classes).to(device)
-    _clean_leftovers(store)
+    if store not in _CLEANED:  # once a process: every trial of a pack would glob a shared store again
+        _clean_leftovers(store)
+        _CLEANED.add(store)
     with _locked(store / f".{key}.lock"):
         if folder.exists():
             try:
@@ -146,6 +149,9 @@ def _verified(folder: Path, model: nn.Module, device: torch.device) -> dict:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_CLEANED: set[Path] = set()
 
 
 def _clean_leftovers(store: Path) -> None:

@@ -57,6 +57,19 @@ SCHEMA = pa.schema([
 COLUMNS = tuple(SCHEMA.names)
 
 
+def umask_mode(mode: int) -> int:
+    """`mode` as the user's umask leaves it. mkstemp / mkdtemp create 0600 / 0700 whatever the
+    umask, which locks colleagues out of shared storage; chmod what they made to this instead.
+    Read from /proc: os.umask() can only be read by setting it, a race with other threads."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return mode & ~umask
+
+
 def provenance() -> dict[str, Any]:
     import torch
 

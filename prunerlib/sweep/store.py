@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from prunerlib.records import SCHEMA, to_table
+from prunerlib.records import SCHEMA, to_table, umask_mode
 from prunerlib.sweep.spec import SpecError, SweepSpec
 
 
@@ -169,18 +169,12 @@ class SweepFolder:
         return self.trials / f"{trial_id}.parquet"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001  (a callable taking the temporary path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     # mkstemp makes the file 0600 whatever the umask; a sweep folder on shared storage must be
     # as readable as any file the user creates.
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, umask_mode(0o666))
     os.close(fd)
     try:
         write(tmp)
