@@ -29,6 +29,11 @@ def is_environment_fault(exc: BaseException) -> bool:
     truncated cache file read as garbage is the cache's fault too); out-of-memory is the
     machine's size, not the setting. Checked by name for torch's OOM so this module stays
     free of torch."""
-    if isinstance(exc, (EnvironmentFault, OSError, MemoryError)):
+    if isinstance(exc, (EnvironmentFault, OSError)) or is_out_of_memory(exc):
         return True
-    return any(cls.__name__ in ("OutOfMemoryError", "AcceleratorError") for cls in type(exc).__mro__)
+    return any(cls.__name__ == "AcceleratorError" for cls in type(exc).__mro__)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The host's MemoryError or torch's (CUDA) OutOfMemoryError."""
+    return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)

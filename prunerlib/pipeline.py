@@ -112,9 +112,7 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
         return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
     except (ConfigError, DataError):
         raise
-    except Exception as exc:
-        if is_environment_fault(exc):
-            raise
+    except Exception as exc:  # noqa: BLE001  failed_rows re-raises what is the machine's fault
         return failed_rows(base, exc)
 
 
@@ -134,7 +132,11 @@ def identity_columns(cfg: TrialConfig, sweep: str | None, trial_id: str | None) 
 def failed_rows(base: dict[str, Any], exc: BaseException) -> list[dict[str, Any]]:
     """The one row a trial that could not finish leaves; earlier cycles' rows are not kept.
     A divergence (or another error the configuration causes) is `failed`; anything else is a
-    fault in the code, `error`, with its traceback so it cannot pass for a result."""
+    fault in the code, `error`, with its traceback so it cannot pass for a result. A fault of
+    the machine (`errors.is_environment_fault`) is no row at all: it is raised again, for the
+    sweep to retry."""
+    if is_environment_fault(exc):
+        raise exc
     if isinstance(exc, PrunerlibError):
         log.warning("trial %s failed: %s", base["trial_id"], exc)
         status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -174,8 +176,12 @@ class TrialState:
     depends on the method's trajectory, not the control's, so the method is pruned and
     fine-tuned beside the control and tells it how many to remove at each cycle."""
 
-    def __init__(self, cfg: TrialConfig, data: Data, model: nn.Module, pre: PretrainResult):
+    def __init__(self, cfg: TrialConfig, data: Data, model: nn.Module, pre: PretrainResult,
+                 shadow: bool = False):
         self.cfg, self.data, self.model, self.pre = cfg, data, model, pre
+        # A shadow's steps and its max_acc_drop decision are all its control reads: it keeps no
+        # rows and spends no evaluation on them.
+        self.is_shadow = shadow
         device = data.train_x.device
         self.input_shape = tuple(data.train_x.shape[1:])
         self.flops_dense = sum(count_flops(model, self.input_shape).values())
@@ -194,8 +200,8 @@ class TrialState:
         self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
         self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
         mirrors = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
-        self.shadow = TrialState(cfg.replace(pruner=cfg.match, match=None), data, copy.deepcopy(model), pre) \
-            if mirrors else None
+        self.shadow = TrialState(cfg.replace(pruner=cfg.match, match=None), data, copy.deepcopy(model), pre,
+                                 shadow=True) if mirrors else None
 
     def tuned(self) -> list[TrialState]:
         """The models to fine-tune this cycle: the trial's, then its shadow's while it runs."""
@@ -218,10 +224,12 @@ class TrialState:
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False
-        self.step = MethodStep(removal, self.masks.clone())  # what a control mirroring this trial copies
+        if self.is_shadow:
+            self.step = MethodStep(removal, self.masks.clone())  # what the control copies
         apply_removal(self.model, self.masks, removal)
-        self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
-        self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
+        if not self.is_shadow:
+            self.acc_pruned = accuracy(self.model, self.data.test_x, self.data.test_y)
+            self.val_acc_pruned = accuracy(self.model, self.data.val_x, self.data.val_y)
         return True
 
     def record(self, cycle: int, wall_finetune_s: float) -> bool:
@@ -232,6 +240,8 @@ class TrialState:
         cfg, data, model, masks = self.cfg, self.data, self.model, self.masks
         if self.shadow is not None and not self.shadow.stopped:
             self.shadow.record(cycle, wall_finetune_s)
+        if self.is_shadow:
+            return cfg.max_acc_drop is None or self._keep(cycle, accuracy(model, data.val_x, data.val_y))
         params_nonzero = param_counts(model)[1]
         flops = pruned_flops(model, masks, self.input_shape)
         val_acc = accuracy(model, data.val_x, data.val_y)
@@ -248,8 +258,12 @@ class TrialState:
             "theoretical_speedup": self.flops_dense / flops if flops else float("inf"),
             "wall_finetune_s": wall_finetune_s,
         })
-        if cfg.max_acc_drop is None:
-            return True
+        return cfg.max_acc_drop is None or self._keep(cycle, val_acc)
+
+    def _keep(self, cycle: int, val_acc: float) -> bool:
+        """The max_acc_drop decision after `cycle`: False, with the last acceptable cycle's model
+        and masks put back, when validation accuracy fell too far."""
+        cfg, model, masks = self.cfg, self.model, self.masks
         # Decided on validation accuracy: the test set is only ever reported, never consulted.
         if cycle > 1 and val_acc < self.pre.acc_val - cfg.max_acc_drop:
             log.info("cycle %d: validation accuracy %.4f fell more than %.4f below pretrained %.4f; "

@@ -22,7 +22,7 @@ from torch import nn
 from prunerlib.batched import Population, StageResult, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError, EnvironmentFault, is_environment_fault
+from prunerlib.errors import ConfigError, DataError, EnvironmentFault, is_out_of_memory
 from prunerlib.models import build_model
 from prunerlib.pipeline import (TrialState, Workdirs, failed_rows, finetune_seed, identity_columns,
                                 resolve_device, run_trial)
@@ -109,7 +109,6 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
                     progress: bool, done: MemberDone, device: torch.device) -> None:
     bases = [identity_columns(cfg, sweep, tid) for cfg, tid in zip(cfgs, ids)]
-    set_numerics(device, cfgs[0].exact)
     columns = device_provenance(device)
     for base in bases:
         base |= columns
@@ -120,11 +119,9 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
     limit = [len(cfgs) * 2]  # members per fine-tuning step (shadows included); halved on out-of-memory
 
     def fail(i: int, exc: Exception) -> None:
-        # As in run_trial: the machine's faults are retried, never recorded.
-        if is_environment_fault(exc):
-            raise exc
+        rows = failed_rows(bases[i], exc)  # raises a fault of the machine: retried, never recorded
         states.pop(i, None)
-        done(i, failed_rows(bases[i], exc))
+        done(i, rows)
 
     def finish(i: int) -> None:
         done(i, [bases[i] | row for row in states.pop(i).finish()])
@@ -186,7 +183,7 @@ def _finetune_in_parts(states: list[TrialState], data: Data, cycle: int, progres
         try:
             stage = _finetune(part, data, cycle, progress)
         except Exception as exc:
-            if not _out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
             device = data.train_x.device
             if len(part) == 1:
@@ -201,10 +198,6 @@ def _finetune_in_parts(states: list[TrialState], data: Data, cycle: int, progres
         failures.update({at + pos: failure for pos, failure in stage.failures.items()})
         at += len(part)
     return StageResult(wall, failures)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError))
 
 
 def _free_memory(device: torch.device) -> None:
