@@ -46,7 +46,8 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
                 f"{len(best):>7}")
     for status, rows in (("error", errored), ("failed", failed)):
         for _, row in rows.head(5).iterrows():
-            lines.append(f"  {status} {row['trial_id']} ({row['pruner']}, seed {row['seed']}): {row['error']}")
+            last = str(row["error"]).strip().splitlines()[-1]  # an error row's traceback ends in its message
+            lines.append(f"  {status} {row['trial_id']} ({row['pruner']}, seed {row['seed']}): {last}")
         if len(rows) > 5:
             lines.append(f"  ... and {len(rows) - 5} more {status} (status == '{status}' in the results)")
     return "\n".join(lines)
