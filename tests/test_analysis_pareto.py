@@ -3,7 +3,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.pareto import main, make_figures, params_removed, pareto_front
+from analysis.pareto import Point, front_of, main, make_figures, params_removed, pareto_front
+from analysis.tables import Stats
 from analysis.results import run_cli
 from tests.analysis_rows import handmade_rows, write_results
 
@@ -15,6 +16,17 @@ def test_pareto_front_keeps_only_undominated_points():
     ys = [85, 85.5, 84, 84.5, 80, 83]
     # (0, 85) loses to (15, 85.5); (40, 84) and (20, 83) lose to (45, 84.5)
     assert pareto_front(xs, ys) == [1, 3, 4]
+
+
+def test_the_figures_front_is_chosen_on_validation_accuracy_not_on_the_test_accuracy_shown():
+    def point(removed, test, val):
+        return Point("threshold", False, f"{removed}", Stats.of(pd.Series([removed])), Stats.of(pd.Series([test])), val)
+
+    pts = [point(10, 80, 85), point(20, 90, 80), point(30, 85, 86)]
+    # On test accuracy the 20% setting (90%) would be on the front; on validation the 30%
+    # setting is both sparser and more accurate than every other.
+    assert pareto_front([10, 20, 30], [80, 90, 85]) == [1, 2]
+    assert front_of(pts) == [2]
 
 
 def test_pareto_front_of_ties_keeps_one():
