@@ -117,14 +117,6 @@ def _t_central(t: float, df: int) -> float:
     return sin * total
 
 
-def t_cdf(t: float, df: int) -> float:
-    """P(T <= t) for Student's t with integer df >= 1 (exact, from `_t_central`)."""
-    if df < 1:
-        raise ValueError(f"t_cdf needs df >= 1, got df={df}")
-    half = _t_central(abs(t), df) / 2
-    return 0.5 + half if t >= 0 else 0.5 - half
-
-
 def t_two_sided_p(t: float, df: int) -> float:
     """P(|T| >= |t|): the p-value of a two-sided t test."""
     return max(0.0, 1.0 - _t_central(abs(t), df)) if math.isfinite(t) else 0.0

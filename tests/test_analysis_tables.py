@@ -7,7 +7,7 @@ import pytest
 
 from analysis.tables import (Difference, Family, MissingData, Stats, all_settings_table, build_tables,
                              claim_sentence, comparison_family, comparison_table, fmt_ci, fmt_stats, holm,
-                             latex_escape, pair, t_cdf, t_quantile, table1, table2, table3, to_latex, to_markdown,
+                             latex_escape, pair, t_quantile, t_two_sided_p, table1, table2, table3, to_latex, to_markdown,
                              wilson)
 from tests.analysis_rows import handmade_rows, write_results
 
@@ -48,14 +48,14 @@ def test_t_quantile_other_levels_and_bad_input():
 @pytest.mark.parametrize("t, df, upper", [(2.0, 10, 0.0366940173854), (3.0, 5, 0.0150496239487),
                                           (0.5, 3, 0.325723982424), (4.0, 2, 0.028595479209), (1.0, 1, 0.25),
                                           (2.5, 29, 0.00916267216921), (6.0, 4, 0.00194126852348)])
-def test_t_cdf_matches_the_incomplete_beta_function(t, df, upper):
-    assert 1 - t_cdf(t, df) == pytest.approx(upper, rel=1e-9)
-    assert t_cdf(-t, df) == pytest.approx(upper, rel=1e-9)
+def test_two_sided_t_p_values_match_the_incomplete_beta_function(t, df, upper):
+    assert t_two_sided_p(t, df) == pytest.approx(2 * upper, rel=1e-9)
+    assert t_two_sided_p(-t, df) == pytest.approx(2 * upper, rel=1e-9)
 
 
-def test_t_cdf_inverts_t_quantile():
-    assert t_cdf(0.0, 7) == 0.5
-    assert t_cdf(t_quantile(0.975, 4), 4) == pytest.approx(0.975, abs=1e-12)
+def test_two_sided_t_p_values_invert_t_quantile():
+    assert t_two_sided_p(0.0, 7) == 1.0
+    assert t_two_sided_p(t_quantile(0.975, 4), 4) == pytest.approx(0.05, abs=1e-12)
 
 
 def test_holm_adjusts_step_down_and_keeps_order():
