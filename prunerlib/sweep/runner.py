@@ -227,20 +227,16 @@ def _say_errors(grid: Any, spec: SweepSpec) -> None:
               f"{type(exc).__name__}: {message}", file=sys.stderr)
 
 
-def _planned(spec: SweepSpec, folder: SweepFolder) -> int:
-    if spec.search:
-        from prunerlib.sweep.search import planned_points
-
-        return planned_points(spec.search, spec.name, str(folder.journal)) * len(spec.seeds)
-    return sum(len(members) for members in (folder.packs() or {}).values())
-
-
 def _verdict(spec: SweepSpec, folder: SweepFolder, frame: Any, again: str) -> int:
     """Compare what the sweep folder holds with the plan: the exit code and its one line."""
-    planned = _planned(spec, folder)
-    have = frame["trial_id"].nunique() if len(frame) else 0
-    if spec.grid:  # configurations of the plan that have rows (results.parquet may hold more)
-        have = len(_grid_ids(folder) & set(frame["trial_id"]))
+    if spec.grid:  # the spec is the one the sweep started with (SweepFolder.begin checks)
+        ids = {cfg.config_hash() for cfg in spec.grid}
+        planned, have = len(ids), len(ids & set(frame["trial_id"]))  # results.parquet may hold more
+    else:
+        from prunerlib.sweep.search import planned_points
+
+        planned = planned_points(spec.search, spec.name, str(folder.journal)) * len(spec.seeds)
+        have = frame["trial_id"].nunique() if len(frame) else 0
     if _SIGNALLED:
         name = signal.Signals(_SIGNALLED[0]).name
         print(f"interrupted by {name}: {have} of {planned} configuration(s) have rows; continue with: {again}",
@@ -258,11 +254,6 @@ def _verdict(spec: SweepSpec, folder: SweepFolder, frame: Any, again: str) -> in
               f"(the error column of {folder.results} has the traceback){retry}", file=sys.stderr)
         return 1
     return 0
-
-
-def _grid_ids(folder: SweepFolder) -> set[str]:
-    return {TrialConfig.from_dict(settings).config_hash() for members in (folder.packs() or {}).values()
-            for settings in members}
 
 
 def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True) -> None:
