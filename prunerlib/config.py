@@ -147,6 +147,12 @@ class TrialConfig:
         """The pruner whose settings describe this trial: itself, or what a random control mirrors."""
         return self.match if self.pruner == "random" and self.match else self.pruner
 
+    @property
+    def shadows_its_method(self) -> bool:
+        """A random control whose method's later steps depend on the method's own trajectory
+        (SPEC §4.4): the pipeline runs that trajectory beside it. Filter counts are fixed."""
+        return self.pruner == "random" and self.match in ("distinctiveness", "threshold") and self.cycles > 1
+
     def config_hash(self) -> str:
         return _digest(self.to_dict())
 

@@ -199,9 +199,8 @@ class TrialState:
         self.step: MethodStep | None = None  # this cycle's
         self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
         self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
-        mirrors = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
         self.shadow = TrialState(cfg.replace(pruner=cfg.match, match=None), data, copy.deepcopy(model), pre,
-                                 shadow=True) if mirrors else None
+                                 shadow=True) if cfg.shadows_its_method else None
 
     def tuned(self) -> list[TrialState]:
         """The models to fine-tune this cycle: the trial's, then its shadow's while it runs."""

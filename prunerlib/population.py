@@ -279,7 +279,7 @@ def member_bytes(cfg: TrialConfig) -> int:
     # it goes, so about one per-example set (measured: see tests/test_population.py).
     kept = 1 if cfg.model == "cnn" else 3
     batch = 4 * cfg.batch_size * (in_numel * (4 if cfg.model == "cnn" else 1) + kept * per_example)
-    shadow = cfg.pruner == "random" and cfg.match in ("distinctiveness", "threshold") and cfg.cycles > 1
+    shadow = cfg.shadows_its_method
     return (trial + stacked + batch) * (2 if shadow else 1)
 
 
