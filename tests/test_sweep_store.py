@@ -1,3 +1,5 @@
+import os
+
 import pandas as pd
 import pytest
 
@@ -60,3 +62,23 @@ def test_the_pack_plan_is_kept_for_a_resumed_sweep(tmp_path):
     plan = {"p000 2 configs": ({"seed": 0}, {"seed": 1}), "p001 none s2": ({"seed": 2},)}
     folder.save_packs(plan)
     assert SweepFolder(tmp_path, "s").packs() == plan
+
+
+def test_a_second_driver_is_refused_with_the_holders_pid_until_the_first_releases(tmp_path):
+    first = SweepFolder(tmp_path, "s")
+    first.begin(parse_spec(SPEC), resume=False)
+    with pytest.raises(SpecError, match=f"being run by pid {os.getpid()} on "):
+        SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=True)
+    first.release()
+    SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=True)
+
+
+def test_a_killed_writers_temporaries_are_removed_when_a_driver_begins(tmp_path):
+    folder = SweepFolder(tmp_path, "s")
+    folder.begin(parse_spec(SPEC), resume=False)
+    folder.release()
+    left = [folder.trials / ".t1.parquet.x1y2.tmp", folder.root / ".results.parquet.12.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=True)
+    assert not any(path.exists() for path in left)

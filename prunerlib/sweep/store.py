@@ -18,11 +18,10 @@ A file that is there but unreadable anyway (a full disk, a copy cut short) is mo
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
-import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from prunerlib.records import SCHEMA, to_table, umask_mode
+from prunerlib.files import TEMPORARIES, atomic_write, locked
+from prunerlib.records import SCHEMA, to_table
 from prunerlib.sweep.spec import SpecError, SweepSpec
 
 
@@ -45,7 +45,7 @@ class SweepFolder:
         self.tune = self.root / "tune"
         self.results = self.root / "results.parquet"
         self.plan = self.root / "packs.json"
-        self._lock: Any = None
+        self._lock: ExitStack | None = None
 
     def begin(self, spec: SweepSpec, resume: bool) -> None:
         """Create the folder for a new sweep, or check that a resumed one runs the same spec;
@@ -64,7 +64,7 @@ class SweepFolder:
             self.trials.mkdir(parents=True, exist_ok=True)
             self._take_lock()
             if not self.spec_file.exists():
-                _atomic_write(self.spec_file, lambda tmp: Path(tmp).write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
+                atomic_write(self.spec_file, lambda tmp: tmp.write_text(yaml.safe_dump(spec.raw, sort_keys=False)))
         except OSError as exc:  # read-only, full, or not there: the user's storage, not a bug
             raise SpecError(f"storage: cannot write in {exc.filename or self.root}: {exc.strerror}; "
                             f"choose a writable --storage") from None
@@ -74,19 +74,18 @@ class SweepFolder:
         """One driver per sweep folder: two would run the same configurations and race on the
         results. flock is released by the kernel when the holder dies, so a crash never leaves
         a stale lock behind."""
-        handle = open(self.root / ".driver.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
+        lock = self.root / ".driver.lock"
+        stack = ExitStack()
+        handle = stack.enter_context(locked(lock, wait=False))
+        if handle is None:
+            stack.close()
+            holder = lock.read_text().strip() or "another process"
             raise SpecError(f"--resume: sweep {self.root.name!r} in {self.root.parent} is being run by {holder}; "
-                            f"wait for it to end (or stop it) before resuming") from None
+                            f"wait for it to end (or stop it) before resuming")
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
-        self._lock = handle  # kept open: closing it would release the lock
+        self._lock = stack  # kept open: closing it releases the lock
 
     def release(self) -> None:
         """Let the next driver in (a process that ends releases it anyway)."""
@@ -98,11 +97,11 @@ class SweepFolder:
         """A driver or worker killed mid-write leaves `.<name>.*.tmp`; the lock says no one
         else is writing now."""
         for folder in (self.root, self.trials):
-            for tmp in folder.glob(".*.tmp"):
+            for tmp in folder.glob(TEMPORARIES):
                 tmp.unlink(missing_ok=True)
 
     def save_packs(self, packs: dict[str, tuple[dict[str, Any], ...]]) -> None:
-        _atomic_write(self.plan, lambda tmp: Path(tmp).write_text(json.dumps(packs)))
+        atomic_write(self.plan, lambda tmp: tmp.write_text(json.dumps(packs)))
 
     def packs(self) -> dict[str, tuple[dict[str, Any], ...]] | None:
         """The packs the sweep started with, or None before it started."""
@@ -128,7 +127,7 @@ class SweepFolder:
     def write_rows(self, trial_id: str, rows: list[dict[str, Any]]) -> Path:
         path = self._trial_file(trial_id)
         table = to_table(rows)
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return path
 
     def consolidate(self) -> pd.DataFrame:
@@ -147,7 +146,7 @@ class SweepFolder:
                 frame = pd.concat([old[~old["trial_id"].isin(frame["trial_id"])], frame]) if len(old) else frame
         frame = frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
         out = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-        _atomic_write(self.results, lambda tmp: pq.write_table(out, tmp))
+        atomic_write(self.results, lambda tmp: pq.write_table(out, tmp))
         return frame.reset_index(drop=True)
 
     def _read(self, path: Path) -> pa.Table | None:
@@ -168,17 +167,3 @@ class SweepFolder:
     def _trial_file(self, trial_id: str) -> Path:
         return self.trials / f"{trial_id}.parquet"
 
-
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001  (a callable taking the temporary path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file 0600 whatever the umask; a sweep folder on shared storage must be
-    # as readable as any file the user creates.
-    os.fchmod(fd, umask_mode(0o666))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
