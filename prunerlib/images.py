@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from prunerlib.errors import DataError
-from prunerlib.records import umask_mode
+from prunerlib.files import atomic_write
 
 log = logging.getLogger("prunerlib.images")
 
@@ -246,19 +245,10 @@ def _save(path: Path, obj: dict) -> None:
     """Write to a temporary name, then rename: a concurrent trial never reads half a cache.
     A cache that cannot be written is skipped: the decoded images are in memory already."""
     obj = {part: {k: v for k, v in fields.items() if k != "fingerprint"} for part, fields in obj.items()}
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-        os.fchmod(fd, umask_mode(0o666))  # mkstemp's 0600 would lock colleagues out of a shared cache
-        os.close(fd)
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     except OSError as exc:
         if path.parent not in _unwritable:
             _unwritable.add(path.parent)
             log.warning("decoded-image cache %s is not writable (%s): decoding in memory each trial; "
                         "set PRUNERLIB_CACHE to a writable folder", path.parent, exc.strerror or exc)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
