@@ -15,19 +15,14 @@ does not (truncated, half-copied, edited) is removed with a warning and pretrain
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
-import os
+import re
 import shutil
-import string
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -35,7 +30,7 @@ from torch import nn
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.errors import is_environment_fault
-from prunerlib.records import umask_mode
+from prunerlib.files import atomic_folder, locked
 from prunerlib.models import build_model
 from prunerlib.training import accuracy, train
 
@@ -68,23 +63,6 @@ def store_key(cfg: TrialConfig, data_fingerprint: str, device: torch.device | st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold the lock file `path`; yields False at once instead of waiting when `wait` is False
-    and another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, PretrainResult]:
     store = Path(store)
@@ -94,7 +72,7 @@ def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: to
     if store not in _CLEANED:  # once a process: every trial of a pack would glob a shared store again
         _clean_leftovers(store)
         _CLEANED.add(store)
-    with _locked(store / f".{key}.lock"):
+    with locked(store / f".{key}.lock"):
         if folder.exists():
             try:
                 metrics = _verified(folder, model, device)
@@ -155,15 +133,16 @@ _CLEANED: set[Path] = set()
 
 
 def _clean_leftovers(store: Path) -> None:
-    """Remove temporary folders (`.<key>-xxxx`) that a killed writer left. Only those whose key
-    lock is free: a live writer holds its lock until its folder is renamed into place."""
+    """Remove temporary folders (`.<key>.xxxx.tmp`; before prunerlib.files, `.<key>-xxxx`) that a
+    killed writer left. Only those whose key lock is free: a live writer holds its lock until
+    its folder is renamed into place."""
     if not store.is_dir():
         return
-    for tmp in store.glob(".*-*"):
-        key = tmp.name[1:].split("-", 1)[0]
-        if not tmp.is_dir() or len(key) != 16 or not all(c in string.hexdigits for c in key):
+    for tmp in store.iterdir():
+        named = re.fullmatch(r"\.([0-9a-f]{16})[-.].*", tmp.name)
+        if named is None or not tmp.is_dir():
             continue
-        with _locked(store / f".{key}.lock", wait=False) as free:
+        with locked(store / f".{named[1]}.lock", wait=False) as free:
             if free:
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -171,10 +150,7 @@ def _clean_leftovers(store: Path) -> None:
 def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResult, val_curve: list[float],
           device: torch.device) -> None:
     """Write into a temporary folder, then rename: a reader never sees a half-saved model."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
-        tmp.chmod(umask_mode(0o777))  # mkdtemp's 0700 would lock colleagues out of a shared store
+    def write(tmp: Path) -> None:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
         metrics = {k: v for k, v in asdict(result).items() if k not in ("reused", "data_fingerprint")}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -184,6 +160,5 @@ def _save(folder: Path, model: nn.Module, cfg: TrialConfig, result: PretrainResu
              "config": cfg.to_dict(), "val_acc_curve": val_curve},
             indent=2))
         (tmp / "sha256sums").write_text("".join(f"{_sha256(tmp / name)}  {name}\n" for name in _CHECKED))
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_folder(folder, write)

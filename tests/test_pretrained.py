@@ -95,16 +95,17 @@ def test_leftover_temporary_folders_are_cleaned_unless_a_writer_holds_them(tmp_p
     cfg, busy_cfg = ffn_config(), ffn_config(seed=7)
     key = pretrained.store_key(cfg, load_data(cfg).fingerprint)
     busy = pretrained.store_key(busy_cfg, load_data(busy_cfg).fingerprint)
-    dead = tmp_path / f".{key}-killed"
-    held = tmp_path / f".{busy}-writing"
-    for folder in (dead, held):
+    dead = tmp_path / f".{key}.x1y2.tmp"
+    dead_before = tmp_path / f".{key}-killed"  # named as writers before prunerlib.files named them
+    held = tmp_path / f".{busy}.a9b8.tmp"
+    for folder in (dead, dead_before, held):
         folder.mkdir(parents=True)
         (folder / "model.pt").write_bytes(b"half a mod")
     with open(tmp_path / f".{busy}.lock", "w") as lock:  # a live writer of another key
         fcntl.flock(lock, fcntl.LOCK_EX)
         row = run_trial(cfg, Workdirs(tmp_path), progress=False)[0]
         assert row["status"] == "ok"
-        assert not dead.exists() and held.exists()
+        assert not dead.exists() and not dead_before.exists() and held.exists()
 
 
 def test_store_entries_follow_the_umask_not_mkdtemps_0700(tmp_path):
