@@ -9,14 +9,14 @@ float rounding (a batched kernel may sum in another order than the single model'
 
 The FFN's gradient is written out by hand, with activations laid out (K, features, batch): at
 a few thousand parameters per member, autograd's per-op bookkeeping costs more than the
-arithmetic, and with a 3-wide output layer the batched matmuls run faster in this layout
-(100 members, one thread: 0.63 ms a step against 0.74 ms batch-first).
+arithmetic, and with a 3-wide output layer the batched matmuls run faster in this layout than
+batch-first (measured: benchmarks/README.md).
 
-On CPU, `train_population` trains FFN populations with `ffn_kernel` instead when it compiled:
-one C call per epoch that runs all of one member's steps before the next member's, so a
-member's state stays in cache and no step pays op dispatch (100 members, one thread:
-~0.8 ms per model-epoch, 3.4x the FLOP limit, against ~1.5 ms with this batched step, which
-stays the fallback and the path for CNNs and GPUs).
+On CPU, `train_population` trains FFN populations with `ffn_kernel` instead when it compiled
+(`kernel="auto"`): one C call per epoch that runs all of one member's steps before the next
+member's, so a member's state stays in cache and no step pays op dispatch; several times
+faster than this batched step (benchmarks/README.md), which stays the fallback and the path
+for CNNs and GPUs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -107,42 +108,25 @@ class Population:
         self.optimizer.step(self.params, grads)
         return loss
 
-    def ffn_epoch(self, lib, table: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
+    def ffn_epoch(self, table: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
                   batch_size: int) -> torch.Tensor:
-        """Every step of one epoch with the C kernel (`ffn_kernel`): member k steps through
+        """Every step of one epoch with the C kernel (`ffn_kernel.epoch`): member k steps through
         the batches idx[k] splits into (table from `inputs`); returns the (steps, K) losses."""
-        fc1, fc2 = self.params
         opt = self.optimizer
-        k, h, i = fc1.shape
-        n = idx.shape[1]
-        losses = torch.empty(k, -(-n // batch_size))
-        hyper = torch.tensor(opt.hyper, dtype=torch.float32).T.contiguous()  # (3, K): lr, wd, momentum
-        idx = idx.contiguous()
-        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        second = opt.exp_avg_sq if opt.kind == "adam" else [None, None]
-        failed = lib.ffn_epoch(k, h, i, fc2.shape[1], ptr(fc1), ptr(fc2), ptr(opt.exp_avg[0]), ptr(opt.exp_avg[1]),
-                               ptr(second[0]), ptr(second[1]), ptr(self.keep[0]), ptr(self.keep[1]),
-                               ptr(hyper[0]), ptr(hyper[1]), ptr(hyper[2]), ffn_kernel.OPTIMIZERS[opt.kind],
-                               ffn_kernel.ACTIVATIONS[self.act_name], opt.step_count, ptr(table),
-                               ptr(labels), n, ptr(idx), batch_size, ptr(losses))
-        if failed:
-            raise MemoryError("FFN kernel: out of memory for its scratch buffers")
+        lr, weight_decay, momentum = zip(*opt.hyper)
+        losses = ffn_kernel.epoch(*self.params, exp_avg=opt.exp_avg, exp_avg_sq=opt.exp_avg_sq or None,
+                                  keep=self.keep, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                  optimizer=opt.kind, activation=self.act_name, steps_done=opt.step_count,
+                                  table=table, labels=labels, order=idx, batch_size=batch_size)
         opt.steps += losses.shape[1]
         opt.step_count += losses.shape[1]
         return losses.T
 
     def kernel_ready(self, table: torch.Tensor, labels: torch.Tensor) -> bool:
         """Whether `ffn_epoch` can train this population on these tensors."""
-        tensors = [*self.params, *self.optimizer.exp_avg, *self.optimizer.exp_avg_sq, table,
-                   *(m for m in self.keep if m is not None)]
-        if self.convolutional or self.act_name not in ffn_kernel.ACTIVATIONS:
-            return False
-        if not (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
-                and labels.device.type == "cpu" and labels.dtype == torch.int64 and labels.is_contiguous()):
-            return False
-        # The C code indexes with these unchecked: out-of-range values must never reach it.
-        return (table.shape == (len(labels), self.params[0].shape[2]) and len(labels) > 0
-                and 0 <= int(labels.min()) and int(labels.max()) < self.params[1].shape[1])
+        return not self.convolutional and ffn_kernel.fits(
+            *self.params, state=[*self.optimizer.exp_avg, *self.optimizer.exp_avg_sq], keep=self.keep,
+            activation=self.act_name, table=table, labels=labels)
 
     def _ffn_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fc1, fc2 = self.params
@@ -276,18 +260,30 @@ class BatchedOptimizer:
 
 
 @dataclass
-class StageResult:
+class PopulationStageLog:
+    """What a population's training stage returns (`training.StageLog` is a single model's)."""
     wall_s: float
     failures: dict[int, tuple[int, float]]  # member position -> (epoch, first non-finite loss)
 
 
+# The name population.py still imports; its owner switches it to PopulationStageLog, then this goes.
+StageResult = PopulationStageLog
+
+Kernel = Literal["auto", "c", "torch"]
+
+
 def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epochs: int, batch_size: int,
-                     desc: str = "fine-tune", progress: bool = False) -> StageResult:
+                     desc: str = "fine-tune", progress: bool = False, kernel: Kernel = "auto") -> PopulationStageLog:
     """`training.train` for every member at once: member k draws its batches (and flips) from
     a generator seeded `seeds[k]`, as its single run would. A member whose loss goes
     non-finite is dropped at the end of that epoch (its single run would have stopped there
     with TrainingDiverged); the others go on. On return `pop` holds the surviving members,
-    in their original order."""
+    in their original order.
+
+    kernel: how an epoch's steps run. "c": the compiled FFN kernel (`ffn_kernel`), one C call
+    an epoch; raises RuntimeError for a population it cannot train (a CNN, images, a GPU) or
+    when it does not load here. "torch": the batched torch step (`Population.step`). "auto":
+    the kernel wherever it can run and loads, else the torch step."""
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -298,15 +294,14 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     # Members with one seed draw one sequence: draw it once for all of them.
     orders = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     failures: dict[int, tuple[int, float]] = {}
-    # FFN populations on CPU: every epoch as one C call (see ffn_kernel), if it compiled here.
-    lib = ffn_kernel.load() if not data.flip and pop.kernel_ready(table, data.train_y) else None
+    use_kernel = _use_kernel(kernel, pop, data, table)
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress or None)
     for epoch in bar:
         drawn = {seed: epoch_order(n, batch_size, order, data.flip) for seed, order in orders.items()}
         idx = torch.stack([drawn[seeds[k]][0] for k in alive]).to(device)
         flips = torch.stack([drawn[seeds[k]][1] for k in alive]).to(device) if data.flip else None
-        if lib is not None:
-            losses_t = pop.ffn_epoch(lib, table, data.train_y, idx, batch_size)
+        if use_kernel:
+            losses_t = pop.ffn_epoch(table, data.train_y, idx, batch_size)
         else:
             losses = []
             for lo in range(0, n, batch_size):
@@ -331,4 +326,22 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
         if not alive:
             break
     bar.close()
-    return StageResult(time.perf_counter() - start, failures)
+    return PopulationStageLog(time.perf_counter() - start, failures)
+
+
+def _use_kernel(kernel: Kernel, pop: Population, data: Data, table: torch.Tensor) -> bool:
+    if kernel not in ("auto", "c", "torch"):
+        raise ValueError(f"kernel: {kernel!r} is not one of 'auto', 'c', 'torch'")
+    if kernel == "torch":
+        return False
+    if data.flip or not pop.kernel_ready(table, data.train_y):
+        if kernel == "c":
+            raise RuntimeError("kernel='c': the FFN kernel trains only FFN populations on CPU float32 tensors; "
+                               "use kernel='auto' or 'torch' for this one")
+        return False
+    if ffn_kernel.load() is None:
+        if kernel == "c":
+            raise RuntimeError("kernel='c': the FFN kernel did not load (no C compiler, a failed build or "
+                               "PRUNERLIB_FFN_KERNEL=0; see the warning logged); use kernel='auto' or 'torch'")
+        return False
+    return True

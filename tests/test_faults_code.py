@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunerlib import batched, ffn_kernel
+from prunerlib import ffn_kernel
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
 from tests.helpers import random_data, small_ffn
@@ -80,28 +80,26 @@ def _compiled(source: str, tmp_path: Path) -> bytes:
     return (tmp_path / "forged.so").read_bytes()
 
 
-def _fine_tune() -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], dict]:
+def _fine_tune(kernel: str = "auto") -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], dict]:
     """(weights before, weights after, failures) of a 3-member FFN population fine-tuned 2 epochs."""
     data = random_data(n=200, features=8)
     models = [small_ffn(seed=k) for k in range(3)]
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     cfgs = [TrialConfig.from_dict({"optimizer": "adam", "lr": lr}) for lr in (1e-2, 3e-3, 1e-2)]
     pop = Population(models, [None] * 3, cfgs)
-    failures = train_population(pop, data, [0, 1, 2], epochs=2, batch_size=32).failures
+    failures = train_population(pop, data, [0, 1, 2], epochs=2, batch_size=32, kernel=kernel).failures
     pop.write_back(models)
     return before, [m.state_dict() for m in models], failures
 
 
-def _torch_step(monkeypatch) -> list[dict[str, torch.Tensor]]:
-    with monkeypatch.context() as patch:
-        patch.setattr(batched.ffn_kernel, "load", lambda: None)
-        return _fine_tune()[1]
+def _torch_step() -> list[dict[str, torch.Tensor]]:
+    return _fine_tune(kernel="torch")[1]
 
 
-def _assert_fine_tuned_as_the_torch_step(monkeypatch) -> None:
+def _assert_fine_tuned_as_the_torch_step() -> None:
     before, after, failures = _fine_tune()
     assert failures == {}
-    reference = _torch_step(monkeypatch)
+    reference = _torch_step()
     for start, got, want in zip(before, after, reference):
         for name in got:
             assert not torch.equal(got[name], start[name]), f"{name}: fine-tuning did not change it"
@@ -116,39 +114,39 @@ def _the_one_warning(caplog, names: Path) -> str:
     return message
 
 
-def test_a_replaced_library_is_rebuilt_not_run(cache, tmp_path, monkeypatch, caplog):
+def test_a_replaced_library_is_rebuilt_not_run(cache, tmp_path, caplog):
     library = _built_by_another_process(cache)
     forged = _compiled(NOOP, tmp_path)
     _replace(library, forged, rewrite_records=False)
     caplog.set_level(logging.WARNING)
-    _assert_fine_tuned_as_the_torch_step(monkeypatch)
+    _assert_fine_tuned_as_the_torch_step()
     assert ffn_kernel.load() is not None  # the kernel was rebuilt and ran, not the torch step
     _the_one_warning(caplog, library)
     assert library.read_bytes() != forged  # and the cache holds the rebuilt library again
 
 
-def test_a_truncated_library_is_rebuilt(cache, monkeypatch, caplog):
+def test_a_truncated_library_is_rebuilt(cache, caplog):
     library = _built_by_another_process(cache)
     _replace(library, library.read_bytes()[: library.stat().st_size // 2], rewrite_records=False)
     caplog.set_level(logging.WARNING)
-    _assert_fine_tuned_as_the_torch_step(monkeypatch)
+    _assert_fine_tuned_as_the_torch_step()
     assert ffn_kernel.load() is not None
     _the_one_warning(caplog, library)
 
 
 @pytest.mark.parametrize("loosen", [stat.S_IWGRP, stat.S_IWOTH], ids=["group-writable", "other-writable"])
-def test_a_cache_folder_others_can_write_is_not_trusted(cache, tmp_path, monkeypatch, caplog, loosen):
+def test_a_cache_folder_others_can_write_is_not_trusted(cache, tmp_path, caplog, loosen):
     library = _built_by_another_process(cache)
     # Whoever can write the folder can forge the library and every record beside it.
     _replace(library, _compiled(NOOP, tmp_path), rewrite_records=True)
     cache.chmod(cache.stat().st_mode | loosen)
     caplog.set_level(logging.WARNING)
-    _assert_fine_tuned_as_the_torch_step(monkeypatch)
+    _assert_fine_tuned_as_the_torch_step()
     assert ffn_kernel.load() is not None  # built in a private folder instead
     _the_one_warning(caplog, cache)
 
 
-def test_a_cache_folder_owned_by_another_user_is_not_trusted(cache, tmp_path, monkeypatch, caplog):
+def test_a_cache_folder_owned_by_another_user_is_not_trusted(cache, tmp_path, caplog):
     if os.geteuid() != 0:
         pytest.skip("making a folder owned by another user needs root")
     library = _built_by_another_process(cache)
@@ -156,20 +154,22 @@ def test_a_cache_folder_owned_by_another_user_is_not_trusted(cache, tmp_path, mo
     for path in (cache, *cache.iterdir()):
         os.chown(path, 65534, 65534)
     caplog.set_level(logging.WARNING)
-    _assert_fine_tuned_as_the_torch_step(monkeypatch)
+    _assert_fine_tuned_as_the_torch_step()
     assert ffn_kernel.load() is not None
     _the_one_warning(caplog, cache)
 
 
-def test_a_library_without_the_entry_point_falls_back_to_the_torch_step(cache, tmp_path, monkeypatch, caplog):
+def test_a_library_without_the_entry_point_falls_back_to_the_torch_step(cache, tmp_path, caplog):
     library = _built_by_another_process(cache)
     # Even one whose records match (this user's own folder): it is checked, not trusted to work.
     _replace(library, _compiled(NO_SYMBOL, tmp_path), rewrite_records=True)
     caplog.set_level(logging.WARNING)
     assert ffn_kernel.load() is None
     _the_one_warning(caplog, library)
+    with pytest.raises(RuntimeError, match="kernel='c': the FFN kernel did not load"):
+        _fine_tune(kernel="c")  # asked for by name, it is an error, not a silent fallback
     _, after, failures = _fine_tune()
     assert failures == {}
-    for got, want in zip(after, _torch_step(monkeypatch)):
+    for got, want in zip(after, _torch_step()):
         for name in got:
             torch.testing.assert_close(got[name], want[name], atol=0, rtol=0)
