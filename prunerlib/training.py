@@ -51,6 +51,8 @@ def tf32_allowed() -> bool:
 
 @dataclass
 class StageLog:
+    """What a single model's training stage (`train`) returns: its per-epoch training loss and
+    validation accuracy (`batched.PopulationStageLog` is a population's)."""
     epochs_run: int = 0
     wall_s: float = 0.0
     val_acc: list[float] = field(default_factory=list)
