@@ -5,7 +5,7 @@ dry-run path: `load_spec` (parse, expand, validate every configuration, find dup
 `plan_text` (packs and the listing), then the largest through the command itself. Planning should cost the same per configuration at every
 size; the target is a 10^5-configuration dry run within 10 s on a 2-core machine.
 
-    .venv/bin/python benchmarks/plan_size.py            # about 15 s here
+    .venv/bin/python benchmarks/plan_size.py            # run time: benchmarks/README.md
     .venv/bin/python benchmarks/plan_size.py 1000 10000 # chosen sizes only
 """
 

@@ -10,7 +10,7 @@ times and their ratio, (b)'s time per model-epoch next to the FLOP-limited time 
 matmul measured in this run, the mean fine-tuned accuracy of each arm, and the CNN figure of
 benchmarks/population.py (epochs/s, population vs single).
 
-    .venv/bin/python benchmarks/tune_vs_population.py          # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/tune_vs_population.py          # run time and figures: benchmarks/README.md
 """
 
 from __future__ import annotations
