@@ -34,8 +34,7 @@ from pathlib import Path
 
 import torch
 
-from prunerlib.files import atomic_write
-from prunerlib.records import umask_mode
+from prunerlib.files import atomic_write, umask_mode
 
 log = logging.getLogger("prunerlib.ffn_kernel")
 

@@ -1,10 +1,13 @@
-"""Writing shared files safely: every writer in the package goes through these two helpers.
+"""Writing shared files safely: every writer in the package goes through these helpers.
 
 Results, caches, the pretrained store and the sweep folder are read by other processes while
 they are written, and outlive killed writers. So a file (or folder) is written under a
 temporary name in its own folder and renamed into place: a reader sees the old whole file or
 the new whole file, never half of one. Writers that must not interleave (a read-modify-write,
-one pretraining per key, one driver per sweep) take a `locked` file first.
+one pretraining per key, one driver per sweep) take a `locked` file first. Files and folders
+follow the user's umask (`umask_mode`): the stores are shared with colleagues.
+
+A leaf module (no prunerlib imports), so that every other module can write through it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from prunerlib import records  # umask_mode; a module import, so records may import this module too
+
+def umask_mode(mode: int) -> int:
+    """`mode` as the user's umask leaves it. mkstemp / mkdtemp create 0600 / 0700 whatever the
+    umask, which locks colleagues out of shared storage; chmod what they made to this instead.
+    Read from /proc: os.umask() can only be read by setting it, a race with other threads."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return mode & ~umask
 
 
 # What every temporary of `atomic_write` / `atomic_folder` in a folder matches: what a cleaner of
@@ -42,7 +56,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, mode: int |
     tmp = Path(name)
     try:
         write(tmp)
-        os.chmod(tmp, records.umask_mode(0o666) if mode is None else mode)
+        os.chmod(tmp, umask_mode(0o666) if mode is None else mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,7 +70,7 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        tmp.chmod(records.umask_mode(0o777))
+        tmp.chmod(umask_mode(0o777))
         write(tmp)
         os.replace(tmp, path)
     finally:

@@ -98,3 +98,14 @@ def test_processes_appending_under_the_lock_lose_nothing(tmp_path):
     lines = target.read_text().splitlines()
     assert sorted(lines) == sorted(f"{who} {i}" for who in "ab" for i in range(40))
     assert not list(tmp_path.glob(TEMPORARIES))
+
+
+def test_the_umask_is_read_without_being_changed(tmp_path):
+    from prunerlib.files import umask_mode
+
+    old = os.umask(0o027)
+    try:
+        assert umask_mode(0o666) == 0o640 and umask_mode(0o777) == 0o750
+        assert os.umask(0o027) == 0o027  # still what it was
+    finally:
+        os.umask(old)

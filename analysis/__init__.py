@@ -1,1 +1,0 @@
-"""Paper tables, figures and a report from prunerlib result rows (Parquet only)."""
