@@ -201,7 +201,7 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, set_overrides(args.set))
     remote = args.address not in (None, "local")
     if args.dry_run and remote:  # the cluster's resources, and what each GPU node would run
-        from prunerlib.sweep.runner import cluster_plan
+        from prunerlib.sweep.cluster import cluster_plan
 
         print(cluster_plan(spec, args.address))
         return 0

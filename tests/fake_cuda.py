@@ -431,22 +431,22 @@ def install_in_ray_worker() -> None:
     (torch.cuda answers as on a GPU node, so a zero-CPU probe task finds one), and each Tune
     trial of the sweep runner runs on it. A trial runs in a thread of its own (Tune's function
     runner), and torch's dispatch modes are per thread, so they are switched on around
-    `prunerlib.sweep.runner.pack_trial`, which the worker looks up by name when it unpickles
+    `prunerlib.sweep.trainable.pack_trial`, which the worker looks up by name when it unpickles
     the trainable (after this hook has run)."""
     import functools
 
-    import prunerlib.sweep.runner as runner
+    import prunerlib.sweep.trainable as trainable
 
     global _installed
     if _installed is not None:
         return
     _installed = contextlib.ExitStack()
     _installed.enter_context(_process_patches())
-    trial = runner.pack_trial
+    trial = trainable.pack_trial
 
     @functools.wraps(trial)
     def pack_trial(*args, **kwargs):
         with _thread_modes():
             return trial(*args, **kwargs)
 
-    runner.pack_trial = pack_trial
+    trainable.pack_trial = pack_trial

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunerlib.sweep.runner import cluster_plan, run_sweep
+from prunerlib.sweep.cluster import cluster_plan
+from prunerlib.sweep.runner import run_sweep
 from prunerlib.sweep.spec import parse_spec
 
 pytestmark = pytest.mark.fake_cuda
@@ -29,11 +30,11 @@ def _worker_setup() -> None:
     import ray
     import torch
 
-    import prunerlib.sweep.runner as runner
+    import prunerlib.sweep.trainable as trainable
     from tests.fake_cuda import install_in_ray_worker
 
     install_in_ray_worker()
-    trial = runner.pack_trial
+    trial = trainable.pack_trial
     broken = []
 
     @functools.wraps(trial)
@@ -53,7 +54,7 @@ def _worker_setup() -> None:
             raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
         return trial(params, ctx)
 
-    runner.pack_trial = pack_trial
+    trainable.pack_trial = pack_trial  # where a worker looks the pickled trainable up
 
 
 @pytest.fixture(scope="module")

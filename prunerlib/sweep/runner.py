@@ -6,6 +6,8 @@ configuration, the Optuna journal. Resuming starts a fresh Tuner over what they 
 never Tune's saved state, so a lost or unreadable trial file is simply run again. Before it
 exits, the driver compares the rows with the plan: a shortfall, or a signal, is a non-zero
 exit code and the one command that continues the sweep.
+
+What runs inside each Tune trial is in `trainable`; joining and checking the cluster in `cluster`.
 """
 
 from __future__ import annotations
@@ -16,109 +18,19 @@ import os
 import signal
 import sys
 import threading
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ray.tune.stopper import Stopper
 
 from prunerlib.config import TrialConfig
-from prunerlib.errors import ConfigError, PrunerlibError
-from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, resolve_device
-from prunerlib.population import run_pack
+from prunerlib.sweep.cluster import check_cluster, connect
 from prunerlib.sweep.plan import grid_packs, search_batch, slots
-from prunerlib.sweep.search import POINTS, VALUES, BatchedOptunaSearch
-from prunerlib.sweep.spec import SpecError, SweepSpec, seeded
+from prunerlib.sweep.search import BatchedOptunaSearch
+from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
 from prunerlib.sweep.summary import summarise
-
-# What every Tune trial reports (means over its pack's finished configurations), besides the
-# search objectives: enough for Tune's console table to show how the sweep is going.
-REPORTED = ("acc_finetuned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac")
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    """What a Tune trial needs besides its own parameters; shipped to the workers once."""
-
-    name: str
-    storage: str
-    fixed: dict[str, Any]
-    seeds: tuple[int, ...]
-    packs: dict[str, tuple[dict[str, Any], ...]]  # grid: pack label -> member settings
-    objectives: tuple[str, ...]  # search: the metrics each point is told
-    threads: int
-    gpu_share: float  # of one GPU's memory, for sizing populations
-    rerun: frozenset[str] = frozenset()  # --retry-failed: ids whose rows are replaced
-
-    def members(self, params: dict[str, Any]) -> list[TrialConfig]:
-        if "pack" in params:
-            return [TrialConfig.from_dict(settings) for settings in self.packs[params["pack"]]]
-        return [TrialConfig.from_dict({**seeded(self.fixed, s), **point}) for point in params[POINTS]
-                for s in self.seeds]
-
-
-def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
-    """One Tune trial: run the pack's unfinished configurations as a population, keep each
-    one's rows in the sweep folder, report the pack's means (and each search point's
-    objective values) to Tune.
-
-    An environment fault (a lost file system, no memory, a GPU torch cannot use, a broken CUDA
-    context) propagates, so Tune retries the trial (`max_failures`); the members that finished
-    before it have their rows written already. Tune never reuses the actor of a trial that
-    raised (TuneController._schedule_trial_stop caches an actor only when there is no
-    exception): it is stopped and its worker process ends, so a sticky
-    torch.AcceleratorError cannot poison the packs after it.
-
-    `device: auto` means the GPU Ray assigned this trial, or the CPU when it was given none:
-    Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a trial with no GPU
-    (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO), so torch there sees GPUs that other trials hold. The
-    resolved device goes to run_pack beside the configuration, whose hash stays as written."""
-    import ray
-    import torch
-    from ray import tune
-
-    torch.set_num_threads(ctx.threads)
-    folder = SweepFolder(ctx.storage, ctx.name)
-    node = ray.get_runtime_context().get_node_id()
-    members = ctx.members(params)
-    ids = [cfg.config_hash() for cfg in members]
-    rows = {tid: None if tid in ctx.rerun else folder.rows(tid) for tid in ids}
-    todo = [(cfg, tid) for cfg, tid in zip(members, ids) if rows[tid] is None]
-
-    def keep(index: int, member_rows: list[dict[str, Any]]) -> None:
-        tid = todo[index][1]
-        rows[tid] = [row | {"node_id": node} for row in member_rows]
-        folder.write_rows(tid, rows[tid])
-
-    if todo:
-        dirs = Workdirs(pretrained=folder.pretrained)
-        cfgs, tids = [cfg for cfg, _ in todo], [tid for _, tid in todo]
-        # One device setting per pack: grid packs are populations (device is shared), and a
-        # search's device is fixed (spec.py).
-        device = resolve_device(cfgs[0].device, ray.get_gpu_ids())
-        try:
-            run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share, on_member_done=keep,
-                     device=device)
-        except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
-            for index, (cfg, tid) in enumerate(todo):
-                if rows[tid] is None:
-                    keep(index, failed_rows(identity_columns(cfg, ctx.name, tid), exc))
-    finals = [rows[tid][-1] for tid in ids]
-    ok = [row for row in finals if row["status"] == "ok"]
-    report = {metric: _mean(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
-    if POINTS in params:  # each point's objectives: the mean over its seeds
-        per_point = [finals[i: i + len(ctx.seeds)] for i in range(0, len(finals), len(ctx.seeds))]
-        report[VALUES] = [[_mean(r.get(m) for r in point if r["status"] == "ok") for m in ctx.objectives]
-                          for point in per_point]
-    tune.report({**report, "configs_ok": len(ok), "configs_failed": len(finals) - len(ok)})
-
-
-def _mean(values: Any) -> float:
-    present = [float(v) for v in values if v is not None]
-    return sum(present) / len(present) if present else float("nan")
+from prunerlib.sweep.trainable import SweepContext, mean_present, pack_trial
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,9 +88,9 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     _catch_signals()
     try:
         if started_here:
-            _connect(address)
+            connect(address)
         _catch_signals()  # again: ray.init installs its own SIGTERM handler
-        _check_cluster(spec, folder, remote=address is not None)
+        check_cluster(spec, folder, remote=address is not None, interrupted=lambda: bool(_SIGNALLED))
         if spec.search and resume:
             _reconcile_study(spec, folder)
         tuner = None if _SIGNALLED else _tuner(spec, folder, resume, retry_failed)
@@ -307,7 +219,7 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
                 reasked += 1
             continue
         ok = [r for r in finals if r["status"] == "ok"]
-        values = [_mean(r.get(m) for r in ok) for m in objectives]
+        values = [mean_present(r.get(m) for r in ok) for m in objectives]
         failed = not ok or any(math.isnan(v) for v in values)
         if running:
             study.tell(running[0].number, None if failed else values,
@@ -321,27 +233,6 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
     if told or reasked:
         print(f"{folder.journal.name} had lost {told + reasked} point(s) the trial files hold: told the study "
               f"{told} again from their rows" + (f", handed out {reasked} unfinished one(s) again" if reasked else ""))
-
-
-# cuBLAS reads this once, when CUDA starts in a worker: `exact: true` trials need it there
-# before their first CUDA call (training.set_numerics refuses an exact trial without it).
-_WORKER_ENV = {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8")}}
-
-
-def _connect(address: str | None) -> None:
-    import ray
-
-    if address is None:  # "local" starts a fresh embedded Ray even when a cluster runs on this machine
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING", runtime_env=_WORKER_ENV)
-        return
-    try:
-        ray.init(address=address, logging_level="WARNING", runtime_env=_WORKER_ENV)
-    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
-                "; a cluster started by `ray start` uses token authentication: set RAY_AUTH_MODE=token "
-                "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)")
-        raise ConfigError(f"--address: cannot join the Ray cluster at {address}: "
-                          f"{str(exc).splitlines()[0][:200]}{hint}") from None
 
 
 def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: bool = False):  # noqa: ANN202
@@ -368,6 +259,9 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)), gpu_share=min(1.0, spec.gpu) if spec.gpu else 1.0,
         rerun=rerun,
+        # PLUGINS (issue 11, not yet wired): plugins=spec.plugins, for pack_trial to import on each
+        # worker. On the driver they are imported before the spec is validated (cli, load_spec),
+        # so by the time run_sweep has a SweepSpec, every pruner it names is registered here.
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
     run_config = tune.RunConfig(
@@ -408,161 +302,3 @@ def _keep_readable_journal(journal: Path) -> None:
     journal.write_bytes(b"".join(good))
     print(f"{journal} was unreadable after line {len(good)}: kept those lines, moved the file aside to {aside.name}",
           file=sys.stderr)
-
-
-# Seconds a sweep on a cluster waits for a node with the GPU share to join: after `ray up` the
-# head is ready minutes before its GPU workers.
-GPU_WAIT_VAR = "PRUNERLIB_GPU_WAIT_S"
-GPU_WAIT_S = 120.0
-
-
-def _check_cluster(spec: SweepSpec, folder: SweepFolder, remote: bool) -> None:
-    """Refuse, before any trial starts, a sweep the cluster can never schedule or whose
-    storage some node cannot see."""
-    nodes = _wait_for_gpu(spec) if remote and spec.gpu > 0 else _alive_nodes()
-    best_cpu = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
-    best_gpu = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
-    waited = f" after waiting {_gpu_wait():g} s ({GPU_WAIT_VAR})" if remote else ""
-    if spec.gpu > 0 and best_gpu == 0:
-        raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but the Ray cluster has no GPU{waited} "
-                        f"(start its GPU workers first, or set resources.gpu: 0)")
-    if spec.gpu > best_gpu:
-        raise SpecError(f"resources.gpu: {spec.gpu:g} GPUs per trial, but no node has more than {best_gpu:g}{waited}")
-    if spec.cpu > best_cpu:
-        raise SpecError(f"resources.cpu: {spec.cpu:g} CPUs per trial, but no node has more than {best_cpu:g}")
-    if remote:
-        _check_shared_storage(folder, nodes)
-
-
-def _alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def _gpu_wait() -> float:
-    raw = os.environ.get(GPU_WAIT_VAR)
-    try:
-        wait = GPU_WAIT_S if raw is None else float(raw)
-    except ValueError:
-        wait = float("nan")
-    if not 0 <= wait < 1e6:
-        raise ConfigError(f"{GPU_WAIT_VAR}: seconds to wait for a GPU node, a number from 0, got {raw!r}")
-    return wait
-
-
-def _wait_for_gpu(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The cluster's nodes once one offers the trial's GPU share, or when the wait is over."""
-    wait = _gpu_wait()
-    deadline = time.monotonic() + wait
-    said = False
-    while True:
-        nodes = _alive_nodes()
-        if max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0) >= spec.gpu:
-            return nodes
-        if time.monotonic() >= deadline or _SIGNALLED:
-            return nodes
-        if not said:
-            print(f"waiting up to {wait:g} s for a node with {spec.gpu:g} GPU to join the Ray cluster "
-                  f"(GPU workers join minutes after the head; {GPU_WAIT_VAR} sets the wait)", file=sys.stderr)
-            said = True
-        time.sleep(1)
-
-
-def cluster_plan(spec: SweepSpec, address: str | None) -> str:
-    """`--dry-run --address`: the plan on the cluster's resources and, for a GPU spec, each GPU
-    node's share of it: trial slots, GPU memory, and the population sizes `pack_size_for`
-    gives there (asked on the node itself, by a zero-CPU task pinned to it)."""
-    import ray
-
-    from prunerlib.sweep.plan import plan_text
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        _connect(address)
-    try:
-        resources = ray.cluster_resources()
-        text = plan_text(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-        return text + ("\n" + _gpu_plan(spec) if spec.gpu else "")
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _gpu_plan(spec: SweepSpec) -> str:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from prunerlib.population import population_key
-
-    nodes = [n for n in _alive_nodes() if n["Resources"].get("GPU", 0.0) > 0]
-    if not nodes:
-        return (f"GPU plan: no GPU node in the cluster yet; a sweep waits up to {_gpu_wait():g} s for one "
-                f"({GPU_WAIT_VAR})")
-    if spec.grid:  # one member stands for its population: they share architecture and batch size
-        examples = {population_key(cfg): cfg for cfg in reversed(spec.grid)}
-        populations = [(_population_name(cfg), cfg.to_dict()) for cfg in examples.values()]
-    else:
-        cfg = TrialConfig.from_dict(seeded(spec.fixed, spec.seeds[0]))
-        populations = [("search " + _population_name(cfg), cfg.to_dict())]
-    probe = ray.remote(num_cpus=0)(_probe_gpu)
-    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                       .remote([settings for _, settings in populations], spec.gpu) for n in nodes], timeout=120)
-    lines = [f"GPU plan: {spec.gpu:g} GPU per Tune trial, population sizes for that share of a GPU's free memory"]
-    for node, answer in zip(nodes, answers):
-        have = node["Resources"]
-        place = f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
-        slots_here = int(min(have.get("CPU", 0.0) // spec.cpu, have["GPU"] // spec.gpu))
-        if "error" in answer:
-            lines.append(f"  {place}: {have['GPU']:g} GPU(s), but torch there cannot use them: {answer['error']}")
-            continue
-        lines.append(f"  {place}: {have['GPU']:g} GPU(s) {answer['name']}, {answer['free'] / 2**30:.1f} of "
-                     f"{answer['total'] / 2**30:.1f} GiB free; {slots_here} trial slot(s)")
-        lines.extend(f"      {name}: up to {size} member(s) per population"
-                     for (name, _), size in zip(populations, answer["sizes"]))
-    return "\n".join(lines)
-
-
-def _population_name(cfg: TrialConfig) -> str:
-    shape = f"hidden {cfg.hidden}" if cfg.model == "ffn" else "channels " + ",".join(map(str, cfg.conv_channels))
-    return f"{cfg.dataset} {cfg.model} ({shape}, batch {cfg.batch_size})"
-
-
-def _probe_gpu(settings: list[dict[str, Any]], share: float) -> dict[str, Any]:
-    """On a GPU node, with no GPU reserved (Ray 2.60 leaves the node's GPUs visible to a task
-    given none): its first GPU's memory and the population sizes for a trial's share of it."""
-    import torch
-
-    from prunerlib.pipeline import cuda_unusable
-    from prunerlib.population import pack_size_for
-
-    if not torch.cuda.is_available():
-        return {"error": cuda_unusable()}
-    free, total = torch.cuda.mem_get_info(0)
-    return {"name": torch.cuda.get_device_name(0), "free": free, "total": total,
-            "sizes": [pack_size_for(TrialConfig.from_dict(s), torch.device("cuda", 0), gpu_share=share)
-                      for s in settings]}
-def _check_shared_storage(folder: SweepFolder, nodes: list[dict[str, Any]]) -> None:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    marker = folder.root / f".storage-check-{uuid.uuid4().hex}"
-    marker.write_text("visible")
-
-    @ray.remote(num_cpus=0)
-    def sees(path: str) -> bool:
-        return os.path.exists(path)
-
-    try:
-        checks = {
-            node["NodeID"]: sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(str(marker))
-            for node in nodes
-        }
-        blind = [f"{node_id[:8]} ({node.get('NodeManagerAddress')})" for (node_id, ref), node in zip(checks.items(), nodes)
-                 if not ray.get(ref, timeout=120)]
-    finally:
-        marker.unlink(missing_ok=True)
-    if blind:
-        raise SpecError(f"storage: {folder.root.parent} is not visible from node(s) {', '.join(blind)}; a multi-node "
-                        f"sweep needs a folder every node shares (an NFS mount, say) at the same path")
