@@ -3,9 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.pareto import Point, front_of, main, make_figures, params_removed, pareto_front
-from analysis.tables import Stats
-from analysis.results import run_cli
+from prunerlib.analysis.command import figures_main
+from prunerlib.analysis.figures import Point, front_of, make_figures, params_removed, pareto_front
+from prunerlib.analysis.stats import Stats
 from tests.analysis_rows import handmade_rows, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,7 +58,7 @@ def test_per_cycle_figure_is_skipped_with_a_reason_when_every_trial_ran_one_cycl
 
 def test_a_missing_column_skips_only_its_figure(tmp_path, capsys):
     results = write_results(tmp_path / "r.parquet", drop=("theoretical_speedup",))
-    assert run_cli(main, [str(results), "--out", str(tmp_path / "out")]) == 0
+    assert figures_main([str(results), "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
     assert "accuracy_vs_speedup: the results have no column(s) theoretical_speedup" in err
     assert sorted(Path(line).name for line in out.split()) == ["accuracy_per_cycle.png", "accuracy_vs_removed.png"]

@@ -5,10 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.paper_tables import main as tables_main
-from analysis.report import main as report_main
-from analysis.results import load_results, run_cli
-from analysis.tables import table1
+from prunerlib.analysis.command import report_main, tables_main
+from prunerlib.analysis.results import load_results
+from prunerlib.analysis.tables import table1
 from tests.analysis_rows import handmade_rows, write_results
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
@@ -64,7 +63,7 @@ def test_report_gives_provenance_failures_and_verdicts(report):
 def test_a_table_without_rows_is_named_and_the_others_are_written(tmp_path, capsys):
     waveform = [r for r in handmade_rows() if r["dataset"] == "waveform"]
     results = write_results(tmp_path / "r.parquet", waveform)
-    assert run_cli(report_main, [str(results), "--out", str(tmp_path / "out")]) == 0
+    assert report_main([str(results), "--out", str(tmp_path / "out")]) == 0
     assert "skipped: Table 3: no final ok rows for Dogs vs. Cats" in capsys.readouterr().err
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Not produced" in text and "Table 3: no final ok rows" in text
@@ -73,7 +72,7 @@ def test_a_table_without_rows_is_named_and_the_others_are_written(tmp_path, caps
 
 def test_paper_tables_cli_writes_markdown_csv_and_latex(tmp_path, capsys):
     results = write_results(tmp_path / "r.parquet")
-    assert run_cli(tables_main, [str(results), "--out", str(tmp_path / "t")]) == 0
+    assert tables_main([str(results), "--out", str(tmp_path / "t")]) == 0
     assert len(capsys.readouterr().out.split()) == 5
     assert (tmp_path / "t" / "table1.md").read_text().startswith("# Table 1")
     assert r"\begin{table}" in (tmp_path / "t" / "table1.tex").read_text()
@@ -90,7 +89,7 @@ def test_a_file_missing_a_required_column_is_one_line_and_exit_2(tmp_path, name)
 
 def test_a_missing_results_file_is_one_line_and_exit_2(tmp_path, capsys):
     missing = tmp_path / "nope.parquet"
-    assert run_cli(report_main, [str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert report_main([str(missing), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: no such results file"]
 
@@ -99,7 +98,7 @@ def test_an_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys):
     results = write_results(tmp_path / "r.parquet")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert run_cli(tables_main, [str(results), "--out", str(blocker / "out")]) == 2
+    assert tables_main([str(results), "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {blocker / 'out'}")
 

@@ -5,10 +5,14 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.tables import (Difference, Family, MissingData, Stats, all_settings_table, build_tables,
-                             claim_sentence, comparison_family, comparison_table, fmt_ci, fmt_stats, holm,
-                             latex_escape, pair, t_quantile, t_two_sided_p, table1, table2, table3, to_latex, to_markdown,
-                             wilson)
+from prunerlib.analysis.comparison import (Difference, Family, all_settings_table, claim_sentence, comparison_family,
+                                          comparison_table)
+from prunerlib.analysis.labels import fmt_ci, fmt_stats
+from prunerlib.analysis.pairing import pair
+from prunerlib.analysis.render import build_tables, latex_escape, to_latex, to_markdown
+from prunerlib.analysis.rows import MissingData
+from prunerlib.analysis.stats import Stats, holm, t_quantile, t_two_sided_p, wilson
+from prunerlib.analysis.tables import table1, table2, table3
 from tests.analysis_rows import handmade_rows, write_results
 
 T_2 = 4.302653  # t(0.975, 2 df), from a printed t table

@@ -1,0 +1,113 @@
+"""Names, setting labels and number formats for tables and figures.
+Rows hold fractions; tables show percent, and differences in percentage points (pp)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from prunerlib.analysis.columns import SETTING_COLUMNS, TRAINING_COLUMNS
+from prunerlib.analysis.rows import as_text, row_key
+from prunerlib.analysis.stats import Stats
+
+
+PRUNER_NAMES = {"distinctiveness": "Distinctiveness", "threshold": "Threshold", "filters": "Filters only",
+                "none": "none", "random": "random"}
+PRUNER_ORDER = ("distinctiveness", "threshold", "filters", "random", "none")
+DATASET_NAMES = {"waveform": "Waveform", "catsdogs": "Dogs vs. Cats"}
+
+
+# --------------------------------------------------------------------------- setting labels and groups
+def _num(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def setting_label(row: pd.Series, extra: Sequence[str] = ()) -> str:
+    """A short human label for a trial's setting, e.g. '15°', '×1 mean_abs', 'filters 50% (l1)'."""
+    method = row.get("match") if row["pruner"] == "random" else row["pruner"]
+    parts = []
+    if method == "distinctiveness" and as_text(row.get("angle_cutoff")):
+        parts.append(f"{_num(row['angle_cutoff'])}°")
+        if as_text(row.get("merge")) not in ("", "none"):
+            parts.append(f"merge {row['merge']}")
+        if row.get("remove_constant") is True:
+            parts.append("remove constant")
+    if method == "threshold" and as_text(row.get("threshold_factor")):
+        parts.append(f"×{_num(row['threshold_factor'])} {as_text(row.get('threshold_stat'))}".strip())
+        if as_text(row.get("threshold_layers")) not in ("", "hidden"):
+            parts.append(f"layers {row['threshold_layers']}")
+    if as_text(row.get("filters_frac")):
+        parts.append(f"filters {100 * float(row['filters_frac']):g}% ({as_text(row.get('filter_criterion'))})")
+    elif as_text(row.get("filters_pruned")):
+        parts.append(f"filters {row['filters_pruned']} ({as_text(row.get('filter_criterion'))})")
+    parts += [f"{name}={as_text(row.get(name))}" for name in extra]
+    label = ", ".join(parts) or "—"
+    return f"as {method}: {label}" if row["pruner"] == "random" else label
+
+
+def varying_columns(rows: pd.DataFrame, columns: Sequence[str] = (*TRAINING_COLUMNS, "cycles", "max_acc_drop",
+                                                                    "epochs_finetune")) -> list[str]:
+    """Columns among `columns` that take more than one value (null counts as a value)."""
+    return [c for c in columns if c in rows.columns and row_key(rows, (c,)).nunique() > 1]
+
+
+def setting_groups(ok: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows split into settings (everything but the seeds), in table order."""
+    if ok.empty:
+        return []
+    keys = row_key(ok, ("dataset", "attributes", "pruner", "match", *SETTING_COLUMNS))
+    groups = [rows for _, rows in ok.groupby(keys, sort=False)]
+
+    def order(rows: pd.DataFrame) -> tuple[Any, ...]:
+        first = rows.iloc[0]
+        attributes = first.get("attributes")
+        return (
+            list(DATASET_NAMES).index(first["dataset"]) if first["dataset"] in DATASET_NAMES else 99,
+            -(attributes if as_text(attributes) else 0),
+            PRUNER_ORDER.index(first["pruner"]) if first["pruner"] in PRUNER_ORDER else 99,
+            as_text(first.get("match")),
+            setting_label(first),
+        )
+
+    return sorted(groups, key=order)
+
+
+def data_label(row: pd.Series) -> str:
+    name = DATASET_NAMES.get(row["dataset"], str(row["dataset"]))
+    return f"{name}, {as_text(row.get('attributes'))} attr." if as_text(row.get("attributes")) else name
+
+
+# --------------------------------------------------------------------------- formatting
+def _minus(text: str) -> str:
+    return text.replace("-", "−")
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None or math.isnan(value) else _minus(f"{value:.{digits}f}")
+
+
+def fmt_signed(value: float | None, digits: int = 2) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    return _minus(f"{round(value, digits) + 0.0:+.{digits}f}")  # + 0.0: no "−0.00"
+
+
+def fmt_stats(stats: Stats, with_n: bool = True) -> str:
+    if stats.n == 0:
+        return "—"
+    n = f" (n={stats.n})" if with_n else ""
+    if stats.n == 1:
+        return f"{fmt(stats.mean)} (n=1)"
+    return f"{fmt(stats.mean)} ± {fmt(stats.std)}{n}"
+
+
+def fmt_ci(stats: Stats) -> str:
+    if stats.n == 0:
+        return "—"
+    interval = stats.ci()
+    if interval is None:
+        return "n=1, no CI"
+    return f"[{fmt_signed(interval[0])}, {fmt_signed(interval[1])}]"
