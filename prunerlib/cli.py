@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from prunerlib.config import TrialConfig
     from prunerlib.pipeline import Workdirs, run_trial
     from prunerlib.records import append_parquet
-    from prunerlib.summary import summarise
+    from prunerlib.summary import trial_summary
 
     cfg = TrialConfig.from_dict(trial_settings(args))
     if cfg.data and not Path(cfg.data).exists():
@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
               f"in {_rescue(args.out, rows)}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(summarise(rows))
+        print(trial_summary(rows))
     print(f"{len(rows)} row(s) appended to {out}")
     return 0 if rows[-1]["status"] == "ok" else 1
 
@@ -161,14 +161,14 @@ def check_out(out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prunerlib.records import SCHEMA
+    from prunerlib.records import conform
 
     target = out.resolve()  # a symlink is written through
     if target.is_dir():
         raise ConfigError(f"--out: {out} is a folder; give a .parquet file path")
     if target.exists():
         try:
-            pq.read_table(target).cast(SCHEMA)  # what appending will do
+            conform(pq.read_table(target))  # what appending will do
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise ConfigError(f"--out: {out} is not a result file of this prunerlib ({str(exc).splitlines()[0][:100]}); "
                               f"give another --out") from None

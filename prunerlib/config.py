@@ -1,14 +1,19 @@
-"""One trial's settings: defaults, validation, hashing.
+"""One trial's settings: defaults, validation, hashing, and the role each setting plays.
 
 A `TrialConfig` is the fixed contract of an experiment (params in); `pipeline.run_trial`
 turns it into result rows (metrics out). Everything that changes a result lives here, so
 the config hash identifies the result and the pretrain key identifies the pretrained model.
-Settings that only change *where* things go (output paths, cache folders, threads) do not.
+
+Two kinds of settings: TrialConfig's own fields (data, model, training, the cycle schedule),
+each tagged with its role below, and the settings the registered pruners own
+(`prunerlib.registry`: `angle_cutoff`, `threshold_factor`, a plugin's `units_frac`, ...),
+read the same way (`cfg.angle_cutoff`). Every setting is a result column of the same name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -16,14 +21,11 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_type_hints
 
+from prunerlib import registry
 from prunerlib.errors import ConfigError
 
 Dataset = Literal["waveform", "catsdogs"]
 ModelName = Literal["ffn", "cnn"]
-PrunerName = Literal["distinctiveness", "threshold", "filters", "none", "random"]
-FilterCriterion = Literal["l1", "mean_activation", "apoz", "random"]
-ThresholdStat = Literal["mean_abs", "std"]
-Merge = Literal["none", "outgoing"]
 Optimizer = Literal["adam", "sgd"]
 Activation = Literal["sigmoid", "tanh", "relu"]
 PretrainStop = Literal["plateau", "fixed"]
@@ -43,57 +45,99 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# What each role means for a setting: whether it identifies the pretrained model (pretrain_key),
+# whether every member of a population must share it (they train in lock-step on one copy of
+# the data), and whether it is a result column (every setting that can change a result is).
+_ROLE_RULES: dict[str, tuple[bool, bool, bool]] = {
+    #              pretrain  population  column
+    "data":        (True,    True,       True),   # which examples, and how they are split
+    "model":       (True,    True,       True),   # the architecture: parameters must stack
+    "pretraining": (True,    False,      True),   # the pretraining stage alone (and the model seed)
+    "optimiser":   (True,    False,      True),   # both stages, per member
+    "stage":       (True,    True,       True),   # both stages, and the shape of a lock-step
+    "finetuning":  (False,   True,       True),   # the fine-tuning stage's shape
+    "pruning":     (False,   False,      True),   # what is removed, when, and how often
+    "placement":   (False,   True,       False),  # where it runs: the row's `device` says what ran
+}
+
+
+def _setting(default: Any, role: str, help: str, *, applies: Any = None, only: str | None = None) -> Any:
+    """A TrialConfig field: `role` from _ROLE_RULES; `applies(cfg)` False makes its column null
+    (a setting that does not apply to the trial, SPEC §6); `only` names the one model that has it."""
+    return field(default=default, metadata={"role": role, "help": help, "applies": applies, "only": only})
+
+
+def _waveform(cfg: TrialConfig) -> bool:
+    return cfg.dataset == "waveform"
+
+
+def _images(cfg: TrialConfig) -> bool:
+    return cfg.dataset == "catsdogs"
+
 
 @dataclass(frozen=True)
 class TrialConfig:
     # data
-    dataset: Dataset = "waveform"
-    data: str | None = None  # UCI file / image folder; None = generate (waveform only)
-    attributes: int | None = None  # 21 or 40; None for images
-    n: int = 5000  # generated Waveform instances
-    test_frac: float = 0.2
-    val_frac: float = 0.1  # validation slice out of the training part, for early stopping
-    data_seed: int = 0  # fixes the dataset and its split, like a published data file
-    train_per_class: int = 1000
-    test_per_class: int = 200
-    image_size: int = 32
+    dataset: Dataset = _setting("waveform", "data", "waveform | catsdogs")
+    data: str | None = _setting(None, "data", "UCI waveform file, or a Dogs vs. Cats folder (default: generate "
+                                              "Waveform data)")
+    attributes: int | None = _setting(None, "data", "Waveform attributes: 21 or 40 (none for images)")
+    n: int = _setting(5000, "data", "generated Waveform instances", applies=_waveform)
+    test_frac: float = _setting(0.2, "data", "Waveform: share of the instances held out for testing",
+                                applies=_waveform)
+    val_frac: float = _setting(0.1, "data", "share of the training part held out for validation (early stopping, "
+                                            "max_acc_drop, every selection)")
+    data_seed: int = _setting(0, "data", "dataset seed: generation, split and subset (like a published data file)")
+    train_per_class: int = _setting(1000, "data", "images: training photos per class", applies=_images)
+    test_per_class: int = _setting(200, "data", "images: test photos per class", applies=_images)
+    image_size: int = _setting(32, "data", "images: side in pixels the photos are resized to", applies=_images)
     # model
-    model: ModelName | None = None
-    hidden: int | None = None
-    activation: Activation = "sigmoid"
-    conv_channels: tuple[int, ...] = (16, 32)
+    model: ModelName | None = _setting(None, "model", "ffn | cnn (default: the dataset's)")
+    hidden: int | None = _setting(None, "model", "hidden units")
+    activation: Activation = _setting("sigmoid", "model", "hidden activation: sigmoid | tanh | relu")
+    conv_channels: tuple[int, ...] = _setting((16, 32), "model", "CNN: filters of the two conv layers",
+                                              only="cnn")
     # pruning
-    pruner: PrunerName = "none"
-    angle_cutoff: float = 15.0
-    merge: Merge = "none"
-    remove_constant: bool = False
-    distinct_max_patterns: int = 5000
-    threshold_factor: float = 1.0
-    threshold_stat: ThresholdStat = "mean_abs"
-    threshold_layers: str | tuple[str, ...] = "hidden"
-    filter_criterion: FilterCriterion = "l1"
-    filters_pruned: int | tuple[int, ...] | None = None
-    filters_frac: float | None = None
-    match: str | None = None  # the pruner a `random` control mirrors
-    cycles: int = 1
-    max_acc_drop: float | None = None
+    pruner: str = _setting("none", "pruning", "the pruner (see `prunerlib run --help` for every one)")
+    match: str | None = _setting(None, "pruning", "for pruner random: the pruner it mirrors")
+    distinct_max_patterns: int = _setting(5000, "pruning", "training patterns activation-based criteria look at "
+                                                           "(distinctiveness, mean_activation, apoz)")
+    cycles: int = _setting(1, "pruning", "prune / fine-tune cycles")
+    max_acc_drop: float | None = _setting(None, "pruning", "stop cycling when validation accuracy falls this far "
+                                                           "below pretrained")
     # training
-    seed: int = 0
-    epochs_pretrain: int | None = None
-    pretrain_stop: PretrainStop = "plateau"
-    patience: int | None = None
-    min_delta: float | None = None
-    epochs_finetune: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: Optimizer = "adam"
-    momentum: float = 0.9  # sgd only
-    weight_decay: float | None = None
-    device: str = "auto"  # auto = cuda when available, else cpu
+    seed: int = _setting(0, "pretraining", "model seed: initialisation, data order, random choices")
+    epochs_pretrain: int | None = _setting(None, "pretraining", "most pretraining epochs")
+    pretrain_stop: PretrainStop = _setting("plateau", "pretraining", "plateau (early stopping on validation) | fixed")
+    patience: int | None = _setting(None, "pretraining", "plateau: epochs without improvement before stopping",
+                                    applies=lambda cfg: cfg.pretrain_stop == "plateau")
+    min_delta: float | None = _setting(None, "pretraining", "plateau: smallest validation gain that counts",
+                                       applies=lambda cfg: cfg.pretrain_stop == "plateau")
+    epochs_finetune: int | None = _setting(None, "finetuning", "fine-tuning epochs per cycle")
+    batch_size: int | None = _setting(None, "stage", "mini-batch size")
+    lr: float | None = _setting(None, "optimiser", "learning rate")
+    optimizer: Optimizer = _setting("adam", "stage", "adam | sgd")
+    momentum: float = _setting(0.9, "optimiser", "sgd: momentum", applies=lambda cfg: cfg.optimizer == "sgd")
+    weight_decay: float | None = _setting(None, "optimiser", "L2 weight decay")
+    device: str = _setting("auto", "placement", "auto | cpu | cuda | cuda:N (auto: cuda when available, else cpu)")
     # IEEE fp32 and deterministic kernels on CUDA (no TF32, cudnn.deterministic,
     # torch.use_deterministic_algorithms): bit-identical reruns on one GPU model and software
     # stack, at a cost in speed. No effect on the CPU, which is exact and deterministic anyway.
-    exact: bool = False
+    exact: bool = _setting(False, "stage", "CUDA: IEEE fp32 and deterministic kernels (bit-identical reruns)")
+    # The registered pruners' settings, (name, value) in registration order: every one, at its
+    # default where not set, so that a configuration compares and hashes by all of them.
+    pruner_settings: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_method", dict(self.pruner_settings))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: a pruner's setting, read like a field.
+        if not name.startswith("_"):
+            method = self.__dict__.get("_method")
+            if method is not None and name in method:
+                return method[name]
+        raise AttributeError(f"TrialConfig has no setting {name!r}")
 
     # ----------------------------------------------------------------------------
     @classmethod
@@ -108,10 +152,12 @@ class TrialConfig:
                 if key in raw and raw[key] != value:
                     raise ConfigError(f"match.{key}: {value!r} conflicts with {key}: {raw[key]!r}")
                 raw[key] = value
-        unknown = sorted(set(raw) - _HINTS.keys())
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(_HINTS))})")
-        values = {**_FIELD_DEFAULTS, **{key: _coerce(key, value) for key, value in raw.items()}}
+        raw.pop("pruner_settings", None)  # to_dict never writes it; a stray one is not a setting
+        hints = setting_hints()
+        for key in raw:
+            if key not in hints:
+                raise ConfigError(unknown_setting(key))
+        values = {**setting_defaults(), **{key: _coerce(key, value, hints[key]) for key, value in raw.items()}}
         # Dataset defaults fill what is left open, then the one instance is built and validated.
         dataset = _check_choice("dataset", values["dataset"], Dataset)
         for key, default in DATASET_DEFAULTS[dataset].items():
@@ -119,9 +165,8 @@ class TrialConfig:
                 values[key] = default
         if dataset == "catsdogs":
             values["attributes"] = None
-        if values["pruner"] == "filters" and values["filters_pruned"] is None and values["filters_frac"] is None:
-            raise ConfigError("filters_pruned: pruner 'filters' needs filters_pruned or filters_frac")
-        cfg = cls(**values)
+        method = tuple((name, values.pop(name)) for name in registry.settings())
+        cfg = cls(**values, pruner_settings=method)
         cfg._validate()
         return cfg
 
@@ -129,18 +174,15 @@ class TrialConfig:
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting by name (the pruners' too); tuples as lists, as JSON and YAML write them."""
         # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
-        return {key: _plain(getattr(self, key)) for key in _HINTS}
+        own = {name: _plain(getattr(self, name)) for name in _OWN}
+        return own | {name: _plain(value) for name, value in self.pruner_settings}
 
     # ----------------------------------------------------------------------------
     @property
-    def prunes_filters(self) -> bool:
-        return self.filters_pruned is not None or self.filters_frac is not None
-
-    @property
-    def linear_pruner(self) -> str:
-        """The unit/connection pruner for the hidden linear layer ('filters' prunes none there)."""
-        return "none" if self.pruner == "filters" else self.pruner
+    def pruner_class(self) -> type:
+        return registry.PRUNERS[self.pruner]
 
     @property
     def mirrored_pruner(self) -> str:
@@ -151,15 +193,39 @@ class TrialConfig:
     def shadows_its_method(self) -> bool:
         """A random control whose method's later steps depend on the method's own trajectory
         (SPEC §4.4): the pipeline runs that trajectory beside it. Filter counts are fixed."""
-        return self.pruner == "random" and self.match in ("distinctiveness", "threshold") and self.cycles > 1
+        return (self.pruner == "random" and self.match is not None and self.cycles > 1
+                and registry.PRUNERS[self.match].follows_trajectory)
+
+    def active_companions(self) -> tuple[type, ...]:
+        """Companion pruners (filter ranking) whose settings this trial sets: each adds its step."""
+        return tuple(c for c in registry.companions() if c.name != self.pruner and c.active(self))
 
     def config_hash(self) -> str:
-        return _digest(self.to_dict())
+        """Identifies the result: every setting. A plugin's setting left at its default is left
+        out, so loading a plugin changes no other configuration's identity."""
+        settings = self.to_dict()
+        for name, setting in registry.settings().items():
+            if not registry.is_builtin(name) and settings[name] == _plain(setting.default):
+                del settings[name]
+        return _digest(settings)
 
     def pretrain_key(self) -> str:
-        """Identifies the pretrained model: data, model, seed and pretraining settings only."""
-        keys = PRETRAIN_SETTINGS if self.model == "cnn" else _PRETRAIN_KEYS_FFN
-        return _digest({key: _plain(getattr(self, key)) for key in keys})
+        """Identifies the pretrained model: the settings whose role is part of pretraining."""
+        return _digest({key: _plain(getattr(self, key)) for key in PRETRAIN_SETTINGS
+                        if _ONLY[key] in (None, self.model)})
+
+    def columns(self) -> dict[str, Any]:
+        """The configuration as result columns (SPEC §6): every setting that can change a result,
+        null where it does not apply to this trial; tuples written as 'a,b'."""
+        row = {name: (_column_value(getattr(self, name)) if _APPLIES[name] is None or _APPLIES[name](self) else None)
+               for name in _COLUMN_FIELDS}
+        if _ONLY["conv_channels"] != self.model:
+            row["conv_channels"] = None
+        for name in registry.settings():
+            row[name] = None
+        for cls in (registry.PRUNERS[self.mirrored_pruner], *self.active_companions()):
+            row |= cls.columns(self)
+        return row
 
     # ----------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -167,6 +233,8 @@ class TrialConfig:
             value = getattr(self, name)
             if value is not None and value not in choices:
                 raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))}, got {_show(value)}")
+        if self.pruner not in registry.PRUNERS:
+            raise ConfigError(registry.unknown("pruner", self.pruner, registry.PRUNERS, "pruner"))
         model_for = {"waveform": "ffn", "catsdogs": "cnn"}[self.dataset]
         if self.model != model_for:
             raise ConfigError(f"model: dataset {self.dataset} uses model {model_for}, got {self.model!r}")
@@ -177,7 +245,7 @@ class TrialConfig:
         if self.val_frac == 0:
             raise ConfigError("val_frac: must be above 0: plateau stopping, max_acc_drop and every selection "
                               "read validation accuracy (the test set is never consulted)")
-        for name, low, high, open_low, open_high in _RANGES:
+        for name, low, high, open_low, open_high in _ranges():
             value = getattr(self, name)
             # Written so that NaN fails too (every comparison with NaN is false); runs for every
             # configuration of a sweep, hence inline rather than a call per setting.
@@ -185,52 +253,19 @@ class TrialConfig:
                     ((value < high) if open_high else (value <= high)):
                 continue
             _range_error(name, value, low, high, open_low, open_high)
-        if self.model == "ffn" and self.prunes_filters:
-            raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
-        if self.filters_pruned is not None and self.filters_frac is not None:
-            raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both")
-        if self.model == "cnn":
-            if len(self.conv_channels) != 2 or not all(1 <= w <= _MAX_WIDTH for w in self.conv_channels):
-                raise ConfigError(f"conv_channels: must be two widths in [1, {_MAX_WIDTH}], "
-                                  f"got {_show(list(self.conv_channels))}")
-            counts = self.filter_counts()
-            for layer, (count, width) in enumerate(zip(counts, self.conv_channels)):
-                if not 0 <= count < width:
-                    raise ConfigError(
-                        f"filters_pruned: conv{layer + 1} has {width} filters; "
-                        f"pruning {_show(count)} must leave at least one (0..{width - 1})"
-                    )
-        if self.pruner == "random":
-            if self.match not in ("distinctiveness", "threshold", "filters"):
-                raise ConfigError(
-                    f"match: a random control must name the pruner it mirrors "
-                    f"(distinctiveness, threshold or filters), got {self.match!r}"
-                )
-            if self.match == "filters" and not self.prunes_filters:
-                raise ConfigError("filters_pruned: random matching 'filters' needs filters_pruned or filters_frac")
-        elif self.pruner == "none" and self.prunes_filters:
-            raise ConfigError("filters_pruned: the none control prunes nothing; use pruner 'filters' "
-                              "for filter ranking alone")
-        elif self.match is not None:
+        if self.model == "cnn" and (len(self.conv_channels) != 2
+                                    or not all(1 <= w <= _MAX_WIDTH for w in self.conv_channels)):
+            raise ConfigError(f"conv_channels: must be two widths in [1, {_MAX_WIDTH}], "
+                              f"got {_show(list(self.conv_channels))}")
+        if self.match is not None and self.pruner != "random":
             raise ConfigError(f"match: only a random control mirrors another pruner, not {self.pruner!r}")
-        if isinstance(self.threshold_layers, tuple) and not self.threshold_layers:
-            raise ConfigError("threshold_layers: give 'hidden', 'all_linear' or a list of layer names")
-
-    def filter_counts(self) -> tuple[int, ...]:
-        """Filters to remove per conv layer in one cycle."""
-        widths = self.conv_channels
-        if self.filters_frac is not None:
-            return tuple(int(round(self.filters_frac * w)) for w in widths)
-        if self.filters_pruned is None:
-            return tuple(0 for _ in widths)
-        if isinstance(self.filters_pruned, int):
-            return tuple(self.filters_pruned for _ in widths)
-        if len(self.filters_pruned) != len(widths):
-            raise ConfigError(
-                f"filters_pruned: give one count or one per conv layer ({len(widths)}), "
-                f"got {list(self.filters_pruned)}"
-            )
-        return tuple(self.filters_pruned)
+        pruner = self.pruner_class
+        pruner.check(self)
+        if self.model not in pruner.models:
+            raise ConfigError(f"pruner: {self.pruner} prunes the {' or '.join(m.upper() for m in pruner.models)} only, "
+                              f"not the {self.model.upper()} of dataset {self.dataset}")
+        for companion in self.active_companions():
+            companion.check(self)
 
 
 def _plain(value: Any) -> Any:
@@ -238,11 +273,46 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _column_value(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(_JSON.encode(obj).encode()).hexdigest()[:16]
 
 
 _JSON = json.JSONEncoder(sort_keys=True)  # what json.dumps(sort_keys=True) builds on every call
+
+
+def unknown_setting(key: Any) -> str:
+    """One line for a setting no one owns, with the closest names (difflib)."""
+    close = difflib.get_close_matches(str(key), list(setting_hints()), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "`prunerlib run --help` lists every setting"
+    return f"{key}: unknown setting ({hint})"
+
+
+def setting_hints() -> dict[str, Any]:
+    """Every setting's type hint: TrialConfig's own fields, then the registered pruners'."""
+    return _OWN_HINTS | {name: s.kind for name, s in registry.settings().items()}
+
+
+def setting_defaults() -> dict[str, Any]:
+    return _OWN_DEFAULTS | {name: s.default for name, s in registry.settings().items()}
+
+
+def setting_help() -> dict[str, str]:
+    return {f.name: f.metadata["help"] for f in _FIELDS} | {n: s.help for n, s in registry.settings().items()}
+
+
+def column_settings() -> tuple[str, ...]:
+    """Every setting that is a result column: TrialConfig's own (roles say which), then the
+    registered pruners'."""
+    return _COLUMN_FIELDS + tuple(registry.settings())
+
+
+def columns_with_role(*roles: str) -> tuple[str, ...]:
+    """TrialConfig's own settings of the given roles (see _ROLE_RULES), in field order."""
+    return tuple(name for name in _OWN if ROLES[name] in roles)
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...]:
@@ -271,20 +341,24 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Accept what YAML and the command line produce; reject anything else by name."""
     if value is None:
-        if _NULLABLE[key]:
+        if type(None) in get_args(hint):
             return None
         raise ConfigError(f"{key}: must not be empty")
-    for option in _OPTIONS[key]:
+    for option in _options(hint):
         converted = _try_convert(value, option)
         if converted is not _FAIL:
             return converted
-    raise ConfigError(f"{key}: expected {_describe(_HINTS[key])}, got {_show(value)}")
+    raise ConfigError(f"{key}: expected {describe_type(hint)}, got {_show(value)}")
 
 
 _FAIL = object()
+
+
+def _options(hint: Any) -> list[Any]:
+    return [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
 
 
 def _try_convert(value: Any, option: Any) -> Any:
@@ -317,34 +391,32 @@ def _is_union(hint: Any) -> bool:
     return isinstance(hint, types.UnionType) or getattr(hint, "__origin__", None) is Union
 
 
-def _describe(hint: Any) -> str:
+def describe_type(hint: Any) -> str:
+    """A type hint in words: 'none | outgoing', 'int or a list of int'."""
     if getattr(hint, "__origin__", None) is Literal:
         return " | ".join(map(str, get_args(hint)))
     if getattr(hint, "__origin__", None) is tuple:
-        return f"a list of {_describe(get_args(hint)[0])}"
+        return f"a list of {describe_type(get_args(hint)[0])}"
     if _is_union(hint):
-        return " or ".join(_describe(a) for a in get_args(hint) if a is not type(None))
+        return " or ".join(describe_type(a) for a in get_args(hint) if a is not type(None))
     return hint.__name__
 
 
 # Resolved once: get_type_hints evaluates every annotation string, and a 10^5-configuration
 # sweep validates 10^5 configurations before it starts.
-_HINTS: dict[str, Any] = get_type_hints(TrialConfig)
-_CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _HINTS.items() if (c := _literal_choices(hint))}
-_NULLABLE: dict[str, bool] = {name: type(None) in get_args(hint) for name, hint in _HINTS.items()}
-_OPTIONS: dict[str, list[Any]] = {
-    name: [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
-    for name, hint in _HINTS.items()
-}
-# What identifies a pretrained model (pretrain_key): data, model, seed and pretraining settings.
-PRETRAIN_SETTINGS = (
-    "dataset", "data", "attributes", "n", "test_frac", "val_frac", "data_seed",
-    "train_per_class", "test_per_class", "image_size", "model", "hidden", "activation",
-    "conv_channels", "seed", "epochs_pretrain", "pretrain_stop", "patience", "min_delta",
-    "batch_size", "lr", "optimizer", "momentum", "weight_decay", "exact",
-)
-_PRETRAIN_KEYS_FFN = tuple(key for key in PRETRAIN_SETTINGS if key != "conv_channels")  # FFN has no convs
-_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+_FIELDS = tuple(f for f in dataclasses.fields(TrialConfig) if f.name != "pruner_settings")
+_OWN = tuple(f.name for f in _FIELDS)
+_OWN_HINTS: dict[str, Any] = {name: hint for name, hint in get_type_hints(TrialConfig).items() if name in _OWN}
+_OWN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in _FIELDS}
+_CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _OWN_HINTS.items() if (c := _literal_choices(hint))}
+ROLES: dict[str, str] = {f.name: f.metadata["role"] for f in _FIELDS}
+_APPLIES = {f.name: f.metadata["applies"] for f in _FIELDS}
+_ONLY = {f.name: f.metadata["only"] for f in _FIELDS}
+# What identifies a pretrained model (pretrain_key), and what a population's members share.
+PRETRAIN_SETTINGS = tuple(name for name in _OWN if _ROLE_RULES[ROLES[name]][0])
+POPULATION_SETTINGS = tuple(name for name in _OWN if _ROLE_RULES[ROLES[name]][1])
+_COLUMN_FIELDS = tuple(name for name in _OWN if _ROLE_RULES[ROLES[name]][2])
+registry._RESERVED.update(_OWN, {"pruner_settings"})
 
 # Integer settings and their sane ranges: a value beyond what any machine runs would only fail
 # later, deep in numpy or torch, as a failed row rather than a one-line error. Seeds stay within
@@ -358,13 +430,19 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "cycles": (1, 1000), "epochs_pretrain": (1, 10**5), "epochs_finetune": (0, 10**5),
     "patience": (1, 10**5), "batch_size": (1, 10**6),
 }
-# Every numeric setting's range: (name, low, high, open_low, open_high). An unbounded float is
-# open at inf, so an infinity is refused like NaN.
-_RANGES: tuple[tuple[str, float, float, bool, bool], ...] = (
-    ("angle_cutoff", 0, 90, True, True), ("threshold_factor", 0, math.inf, True, True),
+# Every numeric setting's range of TrialConfig's own: (name, low, high, open_low, open_high).
+# An unbounded float is open at inf, so an infinity is refused like NaN.
+_OWN_RANGES: tuple[tuple[str, float, float, bool, bool], ...] = (
     ("test_frac", 0, 1, True, True), ("val_frac", 0, 1, True, True), ("lr", 0, math.inf, True, True),
     ("momentum", 0, 1, False, True), ("weight_decay", 0, math.inf, False, True),
     ("min_delta", 0, math.inf, False, True), ("max_acc_drop", 0, 1, False, False),
-    ("filters_frac", 0, 1, False, True),
     *((name, low, high, False, False) for name, (low, high) in _INT_RANGES.items()),
 )
+
+
+def _ranges() -> tuple[tuple[str, float, float, bool, bool], ...]:
+    """TrialConfig's own ranges, then the registered pruners' (a range open at a missing end)."""
+    method = tuple((s.name, -math.inf if s.low is None else s.low, math.inf if s.high is None else s.high,
+                    s.open_low or s.low is None, s.open_high or s.high is None)
+                   for s in registry.settings().values() if s.low is not None or s.high is not None)
+    return _OWN_RANGES + method

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunerlib.errors import ConfigError
 from prunerlib.masks import Masks
 from prunerlib.surgery import compact, live_filters, live_units
 
@@ -34,6 +35,22 @@ def pruned_flops(model: nn.Module, masks: Masks, input_shape: tuple[int, ...]) -
         if weight.numel():  # a layer pruned away entirely costs nothing
             total += flops * float((weight != 0).sum()) / weight.numel()
     return int(round(total))
+
+
+def weight_scope(model: nn.Module, scope: str | tuple[str, ...]) -> list[str]:
+    """The weight matrices `threshold_layers` names: what threshold pruning masks, and what every
+    pruner's `weights_removed_frac` counts. 'hidden' (into the hidden units), 'all_linear', or
+    layer names."""
+    if scope == "hidden":
+        return [f"{layer.incoming}.weight" for layer in model.unit_layers]
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if scope == "all_linear":
+        return [f"{name}.weight" for name in linear]
+    names = (scope,) if isinstance(scope, str) else scope
+    unknown = [n for n in names if n not in linear]
+    if unknown:
+        raise ConfigError(f"threshold_layers: {unknown[0]!r} is not a linear layer (choose from {', '.join(linear)})")
+    return [f"{name}.weight" for name in names]
 
 
 def removed_fractions(model: nn.Module, masks: Masks, threshold_params: list[str]) -> dict[str, float | None]:

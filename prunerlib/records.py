@@ -13,48 +13,86 @@ import os
 import platform
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prunerlib.config import _is_union, column_settings, setting_hints
+from prunerlib.registry import REMOVED_COLUMNS
+
 _STR, _I64, _F64, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
-SCHEMA = pa.schema([
-    # identity
+_IDENTITY = [
     ("sweep", _STR), ("trial_id", _STR), ("config_hash", _STR), ("pretrain_key", _STR),
     ("data_fingerprint", _STR),
     ("cycle", _I64), ("final", _BOOL), ("status", _STR), ("error", _STR),
-    # configuration
-    ("dataset", _STR), ("attributes", _I64), ("model", _STR), ("hidden", _I64),
-    ("conv_channels", _STR), ("activation", _STR), ("data_seed", _I64),
-    ("pruner", _STR), ("match", _STR), ("angle_cutoff", _F64), ("merge", _STR),
-    ("remove_constant", _BOOL), ("threshold_factor", _F64), ("threshold_stat", _STR),
-    ("threshold_layers", _STR), ("filter_criterion", _STR), ("filters_pruned", _STR),
-    ("filters_frac", _F64), ("cycles", _I64), ("max_acc_drop", _F64),
-    ("seed", _I64), ("epochs_pretrain", _I64), ("pretrain_stop", _STR), ("patience", _I64),
-    ("min_delta", _F64), ("epochs_finetune", _I64), ("batch_size", _I64), ("lr", _F64),
-    ("optimizer", _STR), ("momentum", _F64), ("weight_decay", _F64), ("exact", _BOOL),
-    # outcomes
+]
+_OUTCOMES = [
     ("acc_pretrain", _F64), ("acc_pruned", _F64), ("acc_finetuned", _F64),
     ("train_acc_pretrain", _F64), ("train_acc_finetuned", _F64),
     ("val_acc_pretrain", _F64), ("val_acc_pruned", _F64), ("val_acc_finetuned", _F64),
     ("n_val", _I64), ("n_test", _I64),
-    ("units_removed_frac", _F64), ("weights_removed_frac", _F64), ("filters_removed_frac", _F64),
+    *((name, _F64) for name in REMOVED_COLUMNS),
     ("params_total", _I64), ("params_nonzero", _I64), ("compression_ratio", _F64),
     ("flops_dense", _I64), ("flops_pruned", _I64), ("theoretical_speedup", _F64),
     ("pretrain_epochs_run", _I64), ("pretrain_reused", _BOOL),
     ("wall_pretrain_s", _F64), ("wall_finetune_s", _F64),
-    # provenance
+]
+_PROVENANCE = [
     ("device", _STR), ("host", _STR), ("node_id", _STR), ("started_at", pa.timestamp("us", tz="UTC")),
     # the GPU and its software stack (null on the CPU): what a GPU result can be compared across
     ("gpu_name", _STR), ("cuda_driver", _STR), ("cuda_version", _STR), ("cudnn_version", _STR),
     ("tf32_allowed", _BOOL),
     ("prunerlib_version", _STR), ("torch_version", _STR), ("python_version", _STR),
     ("config_json", _STR),
-])
+]
 
-COLUMNS = tuple(SCHEMA.names)
+
+def _arrow_type(hint: Any) -> pa.DataType:
+    """A setting's column type from its type hint; a list-valued setting is written 'a,b'."""
+    options = [a for a in (get_args(hint) if _is_union(hint) else (hint,)) if a is not type(None)]
+    if any(getattr(o, "__origin__", None) is tuple for o in options):
+        return _STR
+    kinds = {_PLAIN.get(o, _STR) if getattr(o, "__origin__", None) is not Literal else _STR for o in options}
+    return kinds.pop() if len(kinds) == 1 else _STR
+
+
+_PLAIN = {bool: _BOOL, int: _I64, float: _F64, str: _STR}
+
+
+def schema() -> pa.Schema:
+    """The result columns (SPEC §6): identity, every setting (TrialConfig's own and each
+    registered pruner's), outcomes, provenance. A plugin's pruner adds its settings' columns."""
+    hints = setting_hints()
+    count = len(hints)
+    if _SCHEMA_CACHE.get(count) is None:
+        settings = [(name, _arrow_type(hints[name])) for name in column_settings()]
+        _SCHEMA_CACHE[count] = pa.schema(_IDENTITY + settings + _OUTCOMES + _PROVENANCE)
+    return _SCHEMA_CACHE[count]
+
+
+_SCHEMA_CACHE: dict[int, pa.Schema] = {}
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """`table` in today's columns: a file written before a column existed gets it as nulls, and
+    a column this process does not know (a plugin's, from a run that loaded it) is kept last."""
+    target = schema()
+    columns, fields = [], []
+    for field in target:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(len(table), field.type))
+        fields.append(field)
+    for name in table.column_names:
+        if name not in target.names:
+            columns.append(table.column(name))
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
 
 
 def umask_mode(mode: int) -> int:
@@ -128,11 +166,16 @@ def cuda_driver() -> str | None:
         return text
 
 
+def columns() -> tuple[str, ...]:
+    return tuple(schema().names)
+
+
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    unknown = {key for row in rows for key in row} - set(COLUMNS)
+    target = schema()
+    unknown = {key for row in rows for key in row} - set(target.names)
     if unknown:
         raise KeyError(f"not in the result schema: {sorted(unknown)}")
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return pa.Table.from_pylist(rows, schema=target)
 
 
 def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
@@ -145,7 +188,7 @@ def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
-            table = pa.concat_tables([pq.read_table(path).cast(SCHEMA), table])
+            table = concat([pq.read_table(path), table])
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             pq.write_table(table, tmp)
@@ -153,3 +196,15 @@ def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
         finally:
             tmp.unlink(missing_ok=True)
     return link
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """Tables of result rows as one, each conformed first (see `conform`)."""
+    tables = [conform(t) for t in tables]
+    names = list(dict.fromkeys(name for t in tables for name in t.column_names))
+    if any(t.column_names != names for t in tables):  # one has a plugin's column another lacks
+        fields = {f.name: f for t in tables for f in t.schema}
+        tables = [t if t.column_names == names else pa.Table.from_arrays(
+            [t.column(n) if n in t.column_names else pa.nulls(len(t), fields[n].type) for n in names],
+            schema=pa.schema([fields[n] for n in names])) for t in tables]
+    return pa.concat_tables(tables)

@@ -9,7 +9,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:6.2f}%"
 
 
-def summarise(rows: list[dict[str, Any]]) -> str:
+def trial_summary(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
     head = f"trial {first['trial_id']}  {first['dataset']}/{first['model']}  pruner={first['pruner']}  seed={first['seed']}"
     if first["status"] != "ok":

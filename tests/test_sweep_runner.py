@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from prunerlib.records import COLUMNS
+from prunerlib.records import columns
 from tests.ray_cluster import local_cluster
 
 TINY = {"dataset": "waveform", "n": 600, "epochs_pretrain": 3, "epochs_finetune": 2, "patience": 2}
@@ -42,7 +42,7 @@ def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_
     folder = tmp_path / "runs" / "grid"
     assert f"results: {folder / 'results.parquet'}" in result.stdout
     df = pd.read_parquet(folder / "results.parquet")
-    assert set(COLUMNS) <= set(df.columns) and len(df) == 10 and df["final"].all()
+    assert set(columns()) <= set(df.columns) and len(df) == 10 and df["final"].all()
     assert df["trial_id"].is_unique and (df["sweep"] == "grid").all() and df["node_id"].notna().all()
     failed = df[df["status"] == "failed"]
     assert len(failed) == 2 and failed["error"].str.contains("TrainingDiverged").all()

@@ -6,7 +6,7 @@ import pytest
 from prunerlib.config import TrialConfig
 from prunerlib.errors import TrainingDiverged
 from prunerlib.pipeline import failed_rows, identity_columns
-from prunerlib.records import COLUMNS
+from prunerlib.records import columns
 from prunerlib.sweep.spec import SpecError, parse_spec
 from prunerlib.sweep.store import SweepFolder
 
@@ -30,7 +30,7 @@ def test_rows_are_kept_per_trial_and_consolidated_once_each(tmp_path):
     assert {p.stem for p in folder.trials.glob("*.parquet")} == {"t0", "t1", "t2"}
     frame = folder.consolidate()
     on_disk = pd.read_parquet(folder.results)
-    assert len(on_disk) == 6 and list(on_disk.columns) == list(COLUMNS)
+    assert len(on_disk) == 6 and list(on_disk.columns) == list(columns())
     assert on_disk[["trial_id", "cycle"]].duplicated().sum() == 0 and len(frame) == 6
     assert not list(folder.trials.glob(".*"))  # no temporary file left behind
 

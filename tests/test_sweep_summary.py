@@ -1,7 +1,7 @@
 import pandas as pd
 
 from prunerlib.sweep.spec import parse_spec
-from prunerlib.sweep.summary import summarise
+from prunerlib.sweep.summary import sweep_summary
 
 
 def row(pruner, acc, seed, status="ok", val=None, **settings):
@@ -23,7 +23,7 @@ def test_the_summary_names_the_best_setting_per_pruner_and_the_failures():
         row("threshold", 0.87, 0, threshold_factor=1.0), row("threshold", 0.87, 1, threshold_factor=1.0),
         row("none", 0.85, 0), row("none", None, 1, status="failed", error="TrainingDiverged: loss became nan"),
     ])
-    text = summarise(frame, SPEC)
+    text = sweep_summary(frame, SPEC)
     assert "6 configuration(s) finished, 5 ok, 1 failed, 0 error" in text
     best = next(line for line in text.splitlines() if line.strip().startswith("threshold"))
     assert "factor=1 " in best and "87.00% ± 0.00" in best and "weights 50.0%" in best
@@ -36,7 +36,7 @@ def test_the_best_setting_is_chosen_on_validation_accuracy_and_test_accuracy_is_
         row("threshold", 0.90, 0, val=0.80, threshold_factor=0.5), row("threshold", 0.90, 1, val=0.80, threshold_factor=0.5),
         row("threshold", 0.85, 0, val=0.88, threshold_factor=1.5), row("threshold", 0.83, 1, val=0.86, threshold_factor=1.5),
     ])
-    best = next(line for line in summarise(frame, SPEC).splitlines() if line.strip().startswith("threshold"))
+    best = next(line for line in sweep_summary(frame, SPEC).splitlines() if line.strip().startswith("threshold"))
     assert "factor=1.5 " in best
     assert "val 87.00% ± 1.41" in best and "test 84.00% ± 1.41" in best
 
@@ -48,7 +48,7 @@ def test_errored_trials_are_counted_apart_from_failed_ones_and_listed():
         row("threshold", None, 0, status="error", error="IndexError: index 7 is out of bounds", threshold_factor=1.0),
         row("threshold", None, 1, status="error", error="IndexError: index 7 is out of bounds", threshold_factor=1.0),
     ])
-    text = summarise(frame, SPEC)
+    text = sweep_summary(frame, SPEC)
     assert text.splitlines()[0].endswith("4 configuration(s) finished, 1 ok, 1 failed, 2 error")
     assert sum(line.strip().startswith("error threshold") and "IndexError" in line for line in text.splitlines()) == 2
     assert any(line.strip().startswith("failed none") for line in text.splitlines())

@@ -1,18 +1,20 @@
-"""Pruners, by name. Adding one: a module with a class that has `plan(ctx) -> Removal`,
-decorated with `@register("name")`, imported here."""
+"""Pruners, by name: each is one class in one module, registered with `@register` (see
+`Pruner` for a complete example). What a pruner decides, `surgery` carries out."""
 
 from prunerlib.config import TrialConfig
-from prunerlib.pruners import distinctiveness, none, random_control, threshold  # noqa: F401  (registers)
-from prunerlib.pruners.base import PRUNERS, MethodStep, PruneContext, Pruner, capture, register
+from prunerlib.pruners import distinctiveness, filters, none, random_control, threshold  # noqa: F401  (registers)
+from prunerlib.pruners.base import MethodStep, PruneContext, Pruner, capture, register
 from prunerlib.pruners.filters import CRITERIA, FilterRanking
+from prunerlib.registry import PRUNERS, Setting
+from prunerlib.surgery import Removal, live_filters, live_units
 
 
 def build_pruners(cfg: TrialConfig) -> list[Pruner]:
-    """The trial's pruning step: a linear-layer pruner, plus filter ranking when asked."""
-    pruners = [PRUNERS[cfg.linear_pruner](cfg)]
-    if cfg.prunes_filters and cfg.pruner != "random":  # a random control draws its own filters
-        pruners.append(FilterRanking(cfg.filter_counts(), cfg.filter_criterion))
-    return pruners
+    """The trial's pruning step: its pruner, then the companions (filter ranking) it sets. A
+    control builds what it needs itself: a random control draws its own filters."""
+    pruner = PRUNERS[cfg.pruner]
+    return [pruner(cfg), *(() if pruner.control else (c(cfg) for c in cfg.active_companions()))]
 
 
-__all__ = ["CRITERIA", "PRUNERS", "FilterRanking", "MethodStep", "PruneContext", "Pruner", "build_pruners", "capture", "register"]
+__all__ = ["CRITERIA", "PRUNERS", "FilterRanking", "MethodStep", "PruneContext", "Pruner", "Removal", "Setting",
+           "build_pruners", "capture", "live_filters", "live_units", "register"]

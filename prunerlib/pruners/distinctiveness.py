@@ -3,11 +3,14 @@ training patterns point the same way (angle < cutoff) or opposite ways (> 180° 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from prunerlib.config import TrialConfig
 from prunerlib.models import UnitLayer
-from prunerlib.pruners.base import PruneContext, capture, register
+from prunerlib.pruners.base import PruneContext, Pruner, capture, register
+from prunerlib.registry import Setting
 from prunerlib.surgery import Removal, live_units
 
 # A unit whose raw activation varies over the patterns by less than this share of its
@@ -45,14 +48,28 @@ def angles(vectors: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos((unit.T @ unit).clamp(-1.0, 1.0)))
 
 
-@register("distinctiveness")
-class Distinctiveness:
+@register
+class Distinctiveness(Pruner):
+    name = "distinctiveness"
+    label = "Distinctiveness"
+    short = "dist"
+    removes = "units_removed_frac"
+    removed_what = "hidden units"
+    settings = (
+        Setting("angle_cutoff", float, 15.0, "units closer than this angle in degrees (or further than 180 - it) "
+                "are alike; in (0, 90)", low=0, high=90, open_low=True, open_high=True, label="cutoff"),
+        Setting("merge", Literal["none", "outgoing"], "none",
+                "none | outgoing (add a removed unit's outgoing weights to its twin's)"),
+        Setting("remove_constant", bool, False, "also remove units constant over the data (folded into the "
+                "next layer's bias)"),
+    )
+
     def __init__(self, cfg: TrialConfig):
         self.cutoff = cfg.angle_cutoff
         self.merge = cfg.merge == "outgoing"
         self.remove_constant = cfg.remove_constant
 
-    def plan(self, ctx: PruneContext) -> Removal:
+    def decide(self, ctx: PruneContext) -> Removal:
         removal = Removal()
         for layer in ctx.model.unit_layers:
             self._plan_layer(ctx, layer, removal)

@@ -6,12 +6,15 @@ lowest-scoring filters are removed first.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
+from prunerlib.config import TrialConfig
+from prunerlib.errors import ConfigError
 from prunerlib.models import FilterLayer
-from prunerlib.pruners.base import PruneContext, capture
+from prunerlib.pruners.base import PruneContext, Pruner, capture, register
+from prunerlib.registry import Setting
 from prunerlib.surgery import Removal, live_filters
 
 
@@ -61,7 +64,7 @@ class FilterRanking:
         self.counts = counts
         self.criterion = CRITERIA[criterion]
 
-    def plan(self, ctx: PruneContext) -> Removal:
+    def decide(self, ctx: PruneContext) -> Removal:
         removal = Removal()
         for layer, count in zip(ctx.model.filter_layers, self.counts):
             live = live_filters(ctx.masks, layer)
@@ -72,3 +75,79 @@ class FilterRanking:
             lowest = torch.sort(scores, stable=True).indices[:count]
             removal.filters[layer.conv] = sorted(live.cpu()[lowest].tolist())
         return removal
+
+
+def filter_counts(cfg: TrialConfig) -> tuple[int, ...]:
+    """Filters to remove per conv layer in one cycle."""
+    widths = cfg.conv_channels
+    if cfg.filters_frac is not None:
+        return tuple(int(round(cfg.filters_frac * w)) for w in widths)
+    if cfg.filters_pruned is None:
+        return tuple(0 for _ in widths)
+    if isinstance(cfg.filters_pruned, int):
+        return tuple(cfg.filters_pruned for _ in widths)
+    if len(cfg.filters_pruned) != len(widths):
+        raise ConfigError(f"filters_pruned: give one count or one per conv layer ({len(widths)}), "
+                          f"got {list(cfg.filters_pruned)}")
+    return tuple(cfg.filters_pruned)
+
+
+@register
+class Filters(FilterRanking, Pruner):
+    """Filter ranking as a pruner of its own (`pruner: filters`), or as a companion step beside
+    a linear-layer pruner on the CNN (the paper's "Dist. Model" and "Threshold Model"): setting
+    filters_pruned or filters_frac adds it to any pruner's trial."""
+
+    name = "filters"
+    label = "Filters only"
+    short = "filt"
+    removes = "filters_removed_frac"
+    removed_what = "conv filters"
+    settings = (
+        Setting("filter_criterion", Literal["l1", "mean_activation", "apoz", "random"], "l1",
+                "conv filter ranking: l1 | mean_activation | apoz | random", label="criterion"),
+        Setting("filters_pruned", int | tuple[int, ...] | None, None,
+                "conv filters removed per layer and cycle (one count, or one per layer)", label="filters"),
+        Setting("filters_frac", float | None, None, "share of each conv layer's filters removed per cycle",
+                low=0, high=1, open_high=True, label="frac"),
+    )
+    models = ("cnn",)
+    companion = True
+    follows_trajectory = False  # its counts are fixed by its settings
+
+    def __init__(self, cfg: TrialConfig):
+        super().__init__(filter_counts(cfg), cfg.filter_criterion)
+
+    @classmethod
+    def active(cls, cfg: TrialConfig) -> bool:
+        return cfg.filters_pruned is not None or cfg.filters_frac is not None
+
+    @classmethod
+    def check(cls, cfg: TrialConfig) -> None:
+        if cfg.model == "ffn" and cls.active(cfg):
+            raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
+        if cfg.filters_pruned is not None and cfg.filters_frac is not None:
+            raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both")
+        if not cls.active(cfg):
+            who = "pruner 'filters'" if cfg.pruner == cls.name else f"random matching '{cls.name}'"
+            raise ConfigError(f"filters_pruned: {who} needs filters_pruned or filters_frac")
+        if cfg.pruner == "none":
+            raise ConfigError("filters_pruned: the none control prunes nothing; use pruner 'filters' "
+                              "for filter ranking alone")
+        for layer, (count, width) in enumerate(zip(filter_counts(cfg), cfg.conv_channels)):
+            if not 0 <= count < width:
+                raise ConfigError(f"filters_pruned: conv{layer + 1} has {width} filters; "
+                                  f"pruning {count!r} must leave at least one (0..{width - 1})")
+
+    @classmethod
+    def columns(cls, cfg: TrialConfig) -> dict[str, Any]:
+        return {"filter_criterion": "random" if cfg.pruner == "random" else cfg.filter_criterion,
+                "filters_pruned": ",".join(map(str, filter_counts(cfg))), "filters_frac": cfg.filters_frac}
+
+    @classmethod
+    def describe(cls, cfg: TrialConfig) -> list[str]:
+        return [f"filters={cfg.filter_criterion}:" + ",".join(map(str, filter_counts(cfg)))]
+
+    @classmethod
+    def tag(cls, cfg: TrialConfig) -> str:
+        return f" {cfg.filter_criterion[:3]}:" + "/".join(map(str, filter_counts(cfg)))

@@ -1,14 +1,15 @@
 """The `none` control: prunes nothing and is trained for the same total epochs."""
 
-from prunerlib.config import TrialConfig
-from prunerlib.pruners.base import PruneContext, register
+from prunerlib.pruners.base import PruneContext, Pruner, register
 from prunerlib.surgery import Removal
 
 
-@register("none")
-class NoPruning:
-    def __init__(self, cfg: TrialConfig):
-        pass
+@register
+class NoPruning(Pruner):
+    name = "none"
+    label = "none"
+    short = "none"
+    control = True
 
-    def plan(self, ctx: PruneContext) -> Removal:
+    def decide(self, ctx: PruneContext) -> Removal:
         return Removal()

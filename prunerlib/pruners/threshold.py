@@ -3,39 +3,46 @@ weights, stat = mean(|w|) (`mean_abs`, the paper) or std(w) of the signed weight
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Literal
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError
-from prunerlib.pruners.base import PruneContext, register
+from prunerlib.metrics import weight_scope
+from prunerlib.pruners.base import PruneContext, Pruner, register
+from prunerlib.registry import Setting
 from prunerlib.surgery import Removal
 
 
-def threshold_params(model: nn.Module, scope: str | tuple[str, ...]) -> list[str]:
-    """Weight matrices in scope: 'hidden' (into the hidden units), 'all_linear', or names."""
-    if scope == "hidden":
-        return [f"{layer.incoming}.weight" for layer in model.unit_layers]
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if scope == "all_linear":
-        return [f"{name}.weight" for name in linear]
-    names = (scope,) if isinstance(scope, str) else scope
-    unknown = [n for n in names if n not in linear]
-    if unknown:
-        raise ConfigError(f"threshold_layers: {unknown[0]!r} is not a linear layer (choose from {', '.join(linear)})")
-    return [f"{name}.weight" for name in names]
+@register
+class Threshold(Pruner):
+    name = "threshold"
+    label = "Threshold"
+    short = "thr"
+    removes = "weights_removed_frac"
+    removed_what = "incoming weights of the hidden layer"
+    settings = (
+        Setting("threshold_factor", float, 1.0, "mask |w| < factor × stat of the live weights", low=0, open_low=True,
+                label="factor"),
+        Setting("threshold_stat", Literal["mean_abs", "std"], "mean_abs",
+                "mean_abs (mean of |w|, the paper) | std (of the signed weights, Han et al.)"),
+        Setting("threshold_layers", str | tuple[str, ...], "hidden",
+                "hidden | all_linear | a layer name, or a list of them (also what weights_removed_frac counts)"),
+    )
 
-
-@register("threshold")
-class Threshold:
     def __init__(self, cfg: TrialConfig):
         self.factor = cfg.threshold_factor
         self.stat = cfg.threshold_stat
         self.scope = cfg.threshold_layers
 
-    def plan(self, ctx: PruneContext) -> Removal:
+    @classmethod
+    def check(cls, cfg: TrialConfig) -> None:
+        if isinstance(cfg.threshold_layers, tuple) and not cfg.threshold_layers:
+            raise ConfigError("threshold_layers: give 'hidden', 'all_linear' or a list of layer names")
+
+    def decide(self, ctx: PruneContext) -> Removal:
         params = dict(ctx.model.named_parameters())
         removal = Removal()
-        for name in threshold_params(ctx.model, self.scope):
+        for name in weight_scope(ctx.model, self.scope):
             kept = ctx.masks[name]
             w = params[name].detach()
             alive = w[kept]

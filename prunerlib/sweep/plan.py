@@ -20,7 +20,9 @@ import os
 from dataclasses import dataclass
 from operator import attrgetter
 
+from prunerlib import registry
 from prunerlib.config import PRETRAIN_SETTINGS, TrialConfig
+from prunerlib.registry import PRUNERS
 from prunerlib.population import pack_size_for, population_key
 from prunerlib.sweep.spec import PER_SEED, Range, SweepSpec
 
@@ -78,13 +80,12 @@ def search_batch(spec: SweepSpec, parallel: int = 1) -> int:
 def describe(cfg: TrialConfig) -> str:
     """A short name for a configuration: its pruner and the settings that make it differ."""
     parts = [cfg.pruner if cfg.pruner != "random" else f"random~{cfg.match}"]
-    method = cfg.mirrored_pruner
-    if method == "distinctiveness":
-        parts.append(f"cutoff={cfg.angle_cutoff:g}")
-    if method == "threshold":
-        parts.append(f"factor={cfg.threshold_factor:g}")
-    if cfg.prunes_filters:
-        parts.append(f"filters={cfg.filter_criterion}:" + ",".join(map(str, cfg.filter_counts())))
+    method = PRUNERS[cfg.mirrored_pruner]
+    if not method.companion:
+        parts += method.describe(cfg)
+    for companion in registry.companions():
+        if companion.active(cfg):
+            parts += companion.describe(cfg)
     if cfg.dataset == "waveform":
         parts.append(f"attrs={cfg.attributes}")
     parts.append(f"seed={cfg.seed}")
@@ -93,13 +94,10 @@ def describe(cfg: TrialConfig) -> str:
 
 def _short(cfg: TrialConfig) -> str:
     """A label that survives Tune's 20-character console columns: `p001 dist15 a40 s0`."""
-    abbrev = {"distinctiveness": "dist", "threshold": "thr", "filters": "filt", "none": "none", "random": "rand"}
-    name = abbrev[cfg.pruner] + (f"~{abbrev[cfg.match]}" if cfg.match else "")
-    method = cfg.mirrored_pruner
-    name += f"{cfg.angle_cutoff:g}" if method == "distinctiveness" else ""
-    name += f"{cfg.threshold_factor:g}" if method == "threshold" else ""
-    if cfg.prunes_filters:
-        name += f" {cfg.filter_criterion[:3]}:" + "/".join(map(str, cfg.filter_counts()))
+    name = PRUNERS[cfg.pruner].short + (f"~{PRUNERS[cfg.match].short}" if cfg.match else "")
+    method = PRUNERS[cfg.mirrored_pruner]
+    name += "" if method.companion else method.tag(cfg)
+    name += "".join(companion.tag(cfg) for companion in registry.companions() if companion.active(cfg))
     attrs = f" a{cfg.attributes}" if cfg.dataset == "waveform" else ""
     return f"{name}{attrs} s{cfg.seed}"
 

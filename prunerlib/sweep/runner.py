@@ -29,7 +29,7 @@ from prunerlib.sweep.plan import grid_packs, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
 from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
-from prunerlib.sweep.summary import summarise
+from prunerlib.sweep.summary import sweep_summary
 from prunerlib.sweep.trainable import SweepContext, mean_present, pack_trial
 
 
@@ -105,7 +105,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if spec.search:  # a journal damaged during the run is told what the trial files hold
             _reconcile_study(spec, folder, hand_out=False)
         frame = folder.consolidate()
-        print(summarise(frame, spec))
+        print(sweep_summary(frame, spec))
         print(f"results: {folder.results}")
         code = _verdict(spec, folder, frame, again)
         if crashed and code == 0:

@@ -29,13 +29,14 @@ import itertools
 import logging
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from prunerlib.config import _MAX_SEED, TrialConfig, _show
+from prunerlib import plugins, registry
+from prunerlib.config import _MAX_SEED, TrialConfig, _show, setting_hints, unknown_setting
 from prunerlib.errors import ConfigError
 
 log = logging.getLogger("prunerlib.sweep.spec")
@@ -48,24 +49,16 @@ OBJECTIVE_METRICS = (
     "val_acc_finetuned", "val_acc_pruned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac",
     "compression_ratio", "theoretical_speedup", "params_nonzero", "flops_pruned",
 )
-# Method settings and the pruner they belong to: a grid entry may only vary settings of its own
-# pruner, so that cutoffs pair only with distinctiveness and factors only with threshold.
-METHOD_SETTINGS = {
-    "angle_cutoff": "distinctiveness", "merge": "distinctiveness", "remove_constant": "distinctiveness",
-    "distinct_max_patterns": "distinctiveness",
-    "threshold_factor": "threshold", "threshold_stat": "threshold", "threshold_layers": "threshold",
-}
 # Test-set accuracies a row carries, refused as objectives, and the validation metric to use instead.
 TEST_METRICS = {"acc_finetuned": "val_acc_finetuned", "acc_pruned": "val_acc_pruned", "acc_pretrain": "val_acc_pretrain",
                 "train_acc_pretrain": "val_acc_pretrain", "train_acc_finetuned": "val_acc_finetuned"}
 PER_SEED = "per_seed"  # fixed.data_seed: every trial's data split is drawn from its own seed
-_TOP_KEYS = ("name", "description", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
+_TOP_KEYS = ("name", "description", "plugins", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
              "max_failures", "pack_size", "max_configurations")
 # The sweep folder is named after the spec and Tune nests its own names below it: well within
 # the file system's 255 bytes per name.
 _MAX_NAME = 100
 _MAX_CONFIGURATIONS = 10**6
-_SETTINGS = tuple(f.name for f in fields(TrialConfig))
 # Settings whose single value is a list: in a grid, only a list of such lists is an axis.
 _LIST_VALUED = ("conv_channels", "threshold_layers")
 
@@ -107,6 +100,7 @@ class SweepSpec:
     max_failures: int
     pack_size: int | None  # None = auto
     raw: dict[str, Any] = field(repr=False)  # the spec as written, for the sweep folder
+    plugins: tuple[str, ...] = ()  # absolute paths of the pruner files every process imports first
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -121,12 +115,13 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Swee
     if overrides:
         raw = {**raw, "fixed": {**(raw.get("fixed") or {}), **overrides}} if isinstance(raw, dict) else raw
     try:
-        return parse_spec(raw)
+        return parse_spec(raw, path.parent)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
 
 
-def parse_spec(raw: Any) -> SweepSpec:
+def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
+    """Validate a spec; relative `plugins:` paths are taken from `base` (the spec file's folder)."""
     if not isinstance(raw, dict):
         raise SpecError(f"spec: must be a mapping of {', '.join(_TOP_KEYS)}, got {_kind(raw)}")
     for key in raw:
@@ -137,6 +132,7 @@ def parse_spec(raw: Any) -> SweepSpec:
         raise SpecError(f"name: must be a folder-safe name (letters, digits, _ . -), got {_kind(name)}")
     if len(name) > _MAX_NAME:
         raise SpecError(f"name: at most {_MAX_NAME} characters (it names the sweep folder), got {len(name)}")
+    plugin_paths = _plugins(raw.get("plugins", []), base)
     fixed = _mapping(raw.get("fixed", {}), "fixed")
     for key in fixed:
         _setting_name(key, f"fixed.{key}")
@@ -169,7 +165,7 @@ def parse_spec(raw: Any) -> SweepSpec:
         name=name, fixed=fixed, seeds=seeds, grid=grid, search=search, cpu=cpu, gpu=gpu,
         max_concurrent=max_concurrent,
         max_failures=_integer(raw.get("max_failures", 1), "max_failures", low=0, high=1000),
-        pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw,
+        pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw, plugins=plugin_paths,
     )
 
 
@@ -251,11 +247,16 @@ def _axes(entry: Any, where: str) -> dict[str, list[Any]]:
 
 
 def _check_method_settings(entry: dict[str, Any], where: str) -> None:
+    """A sub-grid may vary only its own pruner's settings (a companion's, filter ranking's, go
+    beside any pruner), so that cutoffs pair only with distinctiveness, factors with threshold."""
     pruners = entry.get("pruner", "none")
     pruners = pruners if isinstance(pruners, list) else [pruners]
     match = entry.get("match")
-    for key, owner in METHOD_SETTINGS.items():
-        if key in entry and any(p != owner and not (p == "random" and match == owner) for p in pruners):
+    for key in entry:
+        owner = registry.setting_owner(key)
+        if owner is None or registry.PRUNERS[owner].companion:
+            continue
+        if any(p != owner and not (p == "random" and match == owner) for p in pruners):
             raise SpecError(f"{where}.{key}: applies to pruner {owner} only; put it in a sub-grid of its own "
                             f"(this one has pruner {pruners if len(pruners) > 1 else pruners[0]})")
 
@@ -441,10 +442,26 @@ def _seeds(raw: Any) -> tuple[int, ...]:
 
 
 def _setting_name(key: Any, path: str) -> None:
-    if key not in _SETTINGS:
-        close = [s for s in _SETTINGS if isinstance(key, str) and (key in s or s in key)]
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (see prunerlib.config.TrialConfig)"
-        raise SpecError(f"{path}: unknown trial setting{hint}")
+    if key not in setting_hints():
+        hint = unknown_setting(key).partition(": unknown setting ")[2]
+        raise SpecError(f"{path}: unknown trial setting {hint}")
+
+
+def _plugins(raw: Any, base: Path | None) -> tuple[str, ...]:
+    """Import the spec's plugin files now (their pruners' settings are validated below) and
+    keep their absolute paths, for every Ray worker to import before it runs a pack."""
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise SpecError(f"plugins: must be a list of Python file paths, got {_kind(raw)}")
+    paths = []
+    for i, item in enumerate(raw):
+        path = Path(item).expanduser()
+        path = (base / path if base is not None and not path.is_absolute() else path).resolve()
+        try:
+            plugins.load([path])
+        except ConfigError as exc:
+            raise SpecError(f"plugins[{i}]: {str(exc).partition(': ')[2] or exc}") from None
+        paths.append(str(path))
+    return tuple(paths)
 
 
 def _mapping(raw: Any, path: str) -> dict[str, Any]:

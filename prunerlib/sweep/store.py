@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from prunerlib.files import TEMPORARIES, atomic_write, locked
-from prunerlib.records import SCHEMA, to_table
+from prunerlib.records import concat, conform, schema, to_table
 from prunerlib.sweep.spec import SpecError, SweepSpec
 
 
@@ -135,23 +135,23 @@ class SweepFolder:
         A configuration the previous results.parquet held but no trial file holds any more is
         kept from it: the results file never shrinks."""
         tables = [t for t in (self._read(f) for f in sorted(self.trials.glob("*.parquet"))) if t is not None]
-        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        table = concat(tables) if tables else schema().empty_table()
         frame = table.to_pandas()
         if self.results.exists():
             try:
-                old = pq.read_table(self.results).cast(SCHEMA).to_pandas()
+                old = conform(pq.read_table(self.results)).to_pandas()
             except (pa.ArrowException, OSError, ValueError):
                 old = None  # derived data: the trial files are the record
             if old is not None:
                 frame = pd.concat([old[~old["trial_id"].isin(frame["trial_id"])], frame]) if len(old) else frame
         frame = frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
-        out = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+        out = conform(pa.Table.from_pandas(frame, preserve_index=False))
         atomic_write(self.results, lambda tmp: pq.write_table(out, tmp))
         return frame.reset_index(drop=True)
 
     def _read(self, path: Path) -> pa.Table | None:
         try:
-            return pq.read_table(path).cast(SCHEMA)
+            return conform(pq.read_table(path))
         except FileNotFoundError:
             return None
         except (pa.ArrowException, ValueError, OSError) as exc:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from prunerlib import registry
 from prunerlib.sweep.spec import SweepSpec
 
-# The columns that tell one configuration from another, seed aside.
-SETTING_COLUMNS = ("dataset", "attributes", "pruner", "match", "angle_cutoff", "threshold_factor",
-                   "threshold_stat", "filter_criterion", "filters_pruned")
-_REMOVED = {"distinctiveness": "units_removed_frac", "threshold": "weights_removed_frac",
-            "filters": "filters_removed_frac"}
+
+def setting_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that tell one configuration from another, seed aside: the data, the pruner
+    and every pruner's settings (a plugin's too, when its rows have them)."""
+    return [c for c in ("dataset", "attributes", "pruner", "match", *registry.settings()) if c in frame.columns]
 
 
-def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
+def sweep_summary(frame: pd.DataFrame, spec: SweepSpec) -> str:
     finals = frame[frame["final"]]
     ok = finals[finals["status"] == "ok"]
     # failed: the trial's own result (diverged, bad data); error: a bug inside the trial.
@@ -31,12 +32,12 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
         lines.append(f"  {'pruner':<24}{'setting':<34}{'validation':>20}{'test':>20}{'removed':>20}"
                      f"{'seeds':>7}")
         for pruner, rows in ok.groupby("pruner", sort=True):
-            groups = rows.groupby([c for c in SETTING_COLUMNS if c != "pruner"], dropna=False)
+            groups = rows.groupby([c for c in setting_columns(rows) if c != "pruner"], dropna=False)
             best_key = groups["val_acc_finetuned"].mean().idxmax()
             best = groups.get_group(best_key if isinstance(best_key, tuple) else (best_key,))
             row = best.iloc[0]
-            method = row["match"] if pruner == "random" else pruner
-            removed_col = _REMOVED.get(method, "weights_removed_frac")
+            method = registry.PRUNERS.get(row["match"] if pruner == "random" else pruner)
+            removed_col = (method and method.removes) or "weights_removed_frac"
             removed = best[removed_col].mean()
             label = pruner if pruner != "random" else f"random~{row['match']}"
             lines.append(
@@ -55,9 +56,9 @@ def summarise(frame: pd.DataFrame, spec: SweepSpec) -> str:
 
 def _setting(row: pd.Series) -> str:
     parts = []
-    for column, short in (("attributes", "attrs"), ("angle_cutoff", "cutoff"), ("threshold_factor", "factor"),
-                          ("filters_pruned", "filters")):
-        if not pd.isna(row[column]):
+    labels = {name: s.label for name, s in registry.settings().items() if s.label}
+    for column, short in (("attributes", "attrs"), *labels.items()):
+        if column in row and not pd.isna(row[column]):
             value = row[column]
             shown = int(value) if column == "attributes" else f"{value:.4g}" if isinstance(value, float) else value
             parts.append(f"{short}={shown}")
