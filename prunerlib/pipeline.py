@@ -1,7 +1,10 @@
-"""One trial, end to end (SPEC §5): pretrain (or reuse) → prune → fine-tune, per cycle.
+"""Trials, end to end (SPEC §5): pretrain (or reuse) → prune → fine-tune, per cycle.
 
-`run_trial` is the experiment contract: a `TrialConfig` in, result rows (SPEC §6) out. It
-has no Ray in it; the sweep service calls it inside Tune trials.
+`run_trial` is the experiment contract: a `TrialConfig` in, result rows (SPEC §6) out.
+`run_pack` runs many configurations, fine-tuning the compatible ones together as one
+population (`population`); a single trial is a pack of one, so a pack member gets exactly
+its single run's rows by construction. No Ray in here: the sweep service calls `run_pack`
+inside Tune trials.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import logging
 import platform
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,14 @@ from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
 from prunerlib.errors import ConfigError, DataError, EnvironmentFault, PrunerlibError, is_environment_fault
 from prunerlib.masks import Masks
-from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
+from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions, weight_scope
+from prunerlib.models import build_model
+from prunerlib.population import FineTuning, members_that_fit, population_key
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
-from prunerlib.pruners.threshold import threshold_params
 from prunerlib.records import device_provenance, provenance
 from prunerlib.surgery import Removal, apply_removal
-from prunerlib.training import accuracy, set_numerics, train
+from prunerlib.training import accuracy, diverged, set_numerics
 
 log = logging.getLogger("prunerlib.pipeline")
 
@@ -93,8 +97,12 @@ class Workdirs:
     image_cache: Path | None = None
 
 
+Rows = list[dict[str, Any]]
+MemberDone = Callable[[int, Rows], None]
+
+
 def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, trial_id: str | None = None,
-              progress: bool = True, device: torch.device | str | None = None) -> list[dict[str, Any]]:
+              progress: bool = True, device: torch.device | str | None = None) -> Rows:
     """Rows for every cycle run, or the one row of a trial that could not finish: `failed` when
     its training diverged, `error` (with the traceback) for a fault in the code. Bad settings
     and unusable data raise (ConfigError / DataError): there is no result to keep. So do faults
@@ -103,23 +111,140 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
     `device`, when given, is where to run instead of `resolve_device(cfg.device)`: a sweep
     resolves the setting against the GPUs its scheduler assigned, and the configuration (whose
     hash is the trial's identity) stays as written. The rows' `device` column is what ran."""
-    base = identity_columns(cfg, sweep, trial_id)
+    return run_pack([cfg], dirs, sweep=sweep, trial_ids=[trial_id], progress=progress, device=device)[0]
+
+
+def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
+             trial_ids: Sequence[str | None] | None = None, progress: bool = False,
+             gpu_share: float = 1.0, on_member_done: MemberDone | None = None,
+             device: torch.device | str | None = None) -> list[Rows]:
+    """Rows for each configuration, in order: for each what run_trial(cfg, dirs, sweep=...,
+    trial_id=...) returns (same columns, same failed- and error-row behaviour). Members sharing
+    a `population_key` are fine-tuned together, in populations of at most `members_that_fit`,
+    whose batched arithmetic differs from a single run's by float rounding; a member alone in
+    its population fine-tunes as a single trial does, to the bit. Bad settings or unusable data
+    raise before any training; a diverging or crashing member gets its row and the others go
+    on. A fault of the machine (`errors.is_environment_fault`) raises out of run_pack:
+    `on_member_done(index, rows)` is called the moment each member's rows are final, so what
+    finished before it is kept.
+
+    `wall_finetune_s` of a member is its share of the stage: the stage's wall time (its random
+    control's shadow included) divided by the members that started it, so summing over rows
+    still gives time spent. `device`, when given, replaces each member's resolved `device`
+    setting, as in run_trial; a CUDA pack caps its process at `gpu_share` of the GPU."""
+    ids: Sequence[str | None] = trial_ids if trial_ids is not None else [None] * len(cfgs)
+    if len(ids) != len(cfgs):
+        raise ValueError(f"{len(cfgs)} configurations but {len(ids)} trial ids")
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for pos, cfg in enumerate(cfgs):
+        groups.setdefault(population_key(cfg), []).append(pos)
+    results: list[Rows] = [[] for _ in cfgs]
+
+    def done(pos: int, rows: Rows) -> None:
+        results[pos] = rows
+        if on_member_done is not None:
+            on_member_done(pos, rows)
+
+    for group in groups.values():
+        where = torch.device(device) if device is not None else resolve_device(cfgs[group[0]].device)
+        set_numerics(where, cfgs[group[0]].exact)  # before the first CUDA call: see set_numerics
+        if where.type == "cuda":  # a 0.25-GPU trial must not take the card from the other three
+            torch.cuda.set_per_process_memory_fraction(min(1.0, float(gpu_share)), where)
+        size = members_that_fit(cfgs[group[0]], where, gpu_share=gpu_share) if len(group) > 1 else 1
+        for members in (group[at:at + size] for at in range(0, len(group), size)):
+            _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress,
+                            lambda i, rows, members=members: done(members[i], rows), where)
+    return results
+
+
+def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
+                    progress: bool, done: MemberDone, device: torch.device) -> None:
+    """The lifecycle of one population's members, cycle by cycle; `done(i, rows)` hands each
+    member's rows over the moment they are final."""
+    bases = [identity_columns(cfg, sweep, tid) | device_provenance(device) for cfg, tid in zip(cfgs, ids)]
+    states: dict[int, TrialState] = {}
+
+    def fail(i: int, exc: Exception) -> None:
+        rows = failed_rows(bases[i], exc)  # raises a fault of the machine: retried, never recorded
+        states.pop(i, None)
+        done(i, rows)
+
+    def finish(i: int) -> None:
+        done(i, [bases[i] | row for row in states.pop(i).finish()])
+
     try:
-        device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        set_numerics(device, cfg.exact)  # before the first CUDA call: see set_numerics
-        base |= device_provenance(device)
-        data = load_data(cfg, dirs.image_cache).to(device)
-        return [base | row for row in _cycles(cfg, data, dirs, device, progress)]
+        data = load_data(cfgs[0], dirs.image_cache).to(device)
+        _check_settings(cfgs, data)
     except (ConfigError, DataError):
         raise
-    except Exception as exc:  # noqa: BLE001  failed_rows re-raises what is the machine's fault
-        return failed_rows(base, exc)
+    except Exception as exc:  # noqa: BLE001  a fault in the code: every member's error row
+        for i in range(len(cfgs)):
+            fail(i, exc)
+        return
+
+    pretrain_failures: dict[str, Exception] = {}
+    for i, cfg in enumerate(cfgs):
+        # One pretraining per key: a key that failed is not retried for the next member.
+        key = cfg.pretrain_key()
+        try:
+            if key in pretrain_failures:
+                raise pretrain_failures[key]
+            model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
+            states[i] = TrialState(cfg, data, model, pre)
+        except (ConfigError, DataError):
+            raise
+        except Exception as exc:  # noqa: BLE001  a failed member is a row
+            pretrain_failures.setdefault(key, exc)
+            fail(i, exc)
+
+    tuner = FineTuning(len(cfgs))
+    for cycle in range(1, max(cfg.cycles for cfg in cfgs) + 1):
+        tuning: list[int] = []
+        for i in list(states):
+            try:
+                if states[i].prune(cycle):
+                    tuning.append(i)
+                else:
+                    finish(i)
+            except Exception as exc:  # noqa: BLE001
+                fail(i, exc)
+        if not tuning:
+            break
+        # A random control's shadow (its method's own trajectory) trains beside it as one more
+        # member; it fails with its control.
+        tuned = [(i, state) for i in tuning for state in states[i].tuned()]
+        try:
+            stage = tuner.run([state for _, state in tuned], data, cycle, progress)
+        except Exception as exc:  # noqa: BLE001  the stage's members fail with it
+            for i in tuning:
+                fail(i, exc)
+            continue
+        share = stage.wall_s / len(tuning)
+        failures = {tuned[pos][0]: failure for pos, failure in stage.failures.items()}
+        for i in tuning:
+            cfg = cfgs[i]
+            try:
+                if i in failures:
+                    epoch, loss = failures[i]
+                    raise diverged(loss, epoch, f"fine-tune {cycle}/{cfg.cycles}")
+                if not states[i].record(cycle, share) or cycle == cfg.cycles:
+                    finish(i)
+            except Exception as exc:  # noqa: BLE001
+                fail(i, exc)
+
+
+def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:
+    """Raise now, before any pretraining, for a setting that only a built model can check."""
+    with torch.random.fork_rng(devices=[]):  # build_model seeds the global generator
+        template = build_model(cfgs[0], data.in_features, data.classes)
+    for cfg in cfgs:
+        weight_scope(template, cfg.threshold_layers)
 
 
 def identity_columns(cfg: TrialConfig, sweep: str | None, trial_id: str | None) -> dict[str, Any]:
     """Columns every row of the trial shares: identity, configuration, provenance."""
     started = dt.datetime.now(dt.timezone.utc)
-    return _config_columns(cfg) | provenance() | {
+    return cfg.columns() | provenance() | {
         "sweep": sweep,
         "trial_id": trial_id or f"{cfg.config_hash()}-{started:%Y%m%dT%H%M%S%f}",
         "config_hash": cfg.config_hash(),
@@ -129,7 +254,7 @@ def identity_columns(cfg: TrialConfig, sweep: str | None, trial_id: str | None) 
     }
 
 
-def failed_rows(base: dict[str, Any], exc: BaseException) -> list[dict[str, Any]]:
+def failed_rows(base: dict[str, Any], exc: BaseException) -> Rows:
     """The one row a trial that could not finish leaves; earlier cycles' rows are not kept.
     A divergence (or another error the configuration causes) is `failed`; anything else is a
     fault in the code, `error`, with its traceback so it cannot pass for a result. A fault of
@@ -146,30 +271,9 @@ def failed_rows(base: dict[str, Any], exc: BaseException) -> list[dict[str, Any]
     return [base | {"cycle": 1, "final": True, "status": status, "error": error}]
 
 
-def finetune_seed(cfg: TrialConfig, cycle: int) -> int:
-    """Seed of a fine-tuning stage's data order (and flips)."""
-    return cfg.seed + 1000 * cycle
-
-
-def _cycles(cfg: TrialConfig, data: Data, dirs: Workdirs, device: torch.device,
-            progress: bool) -> list[dict[str, Any]]:
-    model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
-    trial = TrialState(cfg, data, model, pre)
-    for cycle in range(1, cfg.cycles + 1):
-        if not trial.prune(cycle):
-            break
-        walls = [train(state.model, data, state.cfg, epochs=cfg.epochs_finetune,
-                       seed=finetune_seed(state.cfg, cycle), masks=state.masks,
-                       desc=f"fine-tune {cycle}/{cfg.cycles}", progress=progress).wall_s
-                 for state in trial.tuned()]
-        if not trial.record(cycle, walls[0]):
-            break
-    return trial.finish()
-
-
 class TrialState:
-    """One trial between its stages: model, masks, pruners and the rows so far. Pruning and
-    recording live here so that a single trial and a population member do exactly the same.
+    """One trial between its stages: model, masks, pruners and the rows so far. Fine-tuning is
+    not here: a population (`population.FineTuning`) trains its members' models in place.
 
     A random control mirroring distinctiveness or threshold over several cycles carries the
     method's own trial as its `shadow` (SPEC §4.4): from cycle 2 on, what the method removes
@@ -188,7 +292,7 @@ class TrialState:
         self.params_total, _ = param_counts(model)
         self.masks = Masks(model).to(device)
         self.pruners = build_pruners(cfg)
-        self.scope = threshold_params(model, cfg.threshold_layers)
+        self.scope = weight_scope(model, cfg.threshold_layers)
         sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
         # The pruning inputs as indices into the shared training data, gathered only while the
         # pruners plan: a copy per member (22 MB for the CNN) would cap a population's size.
@@ -217,7 +321,7 @@ class TrialState:
         self.ctx.inputs = self.data.train_x[self.sample]
         try:
             for pruner in self.pruners:
-                removal.extend(pruner.plan(self.ctx))
+                removal.extend(pruner.decide(self.ctx))
         finally:
             self.ctx.inputs = None
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
@@ -286,34 +390,4 @@ def _pretrain_columns(pre: PretrainResult) -> dict[str, Any]:
         "acc_pretrain": pre.acc_test, "train_acc_pretrain": pre.acc_train, "val_acc_pretrain": pre.acc_val,
         "pretrain_epochs_run": pre.epochs_run, "pretrain_reused": pre.reused, "wall_pretrain_s": pre.wall_s,
         "data_fingerprint": pre.data_fingerprint,
-    }
-
-
-def _config_columns(cfg: TrialConfig) -> dict[str, Any]:
-    """Settings as columns; a setting that does not apply to this trial is null (SPEC §6)."""
-    method = cfg.mirrored_pruner
-    distinct, thresh = method == "distinctiveness", method == "threshold"
-    filters = cfg.prunes_filters
-    layers = cfg.threshold_layers
-    return {
-        "dataset": cfg.dataset, "attributes": cfg.attributes, "model": cfg.model, "hidden": cfg.hidden,
-        "conv_channels": ",".join(map(str, cfg.conv_channels)) if cfg.model == "cnn" else None,
-        "activation": cfg.activation, "data_seed": cfg.data_seed,
-        "pruner": cfg.pruner, "match": cfg.match,
-        "angle_cutoff": cfg.angle_cutoff if distinct else None,
-        "merge": cfg.merge if distinct else None,
-        "remove_constant": cfg.remove_constant if distinct else None,
-        "threshold_factor": cfg.threshold_factor if thresh else None,
-        "threshold_stat": cfg.threshold_stat if thresh else None,
-        "threshold_layers": (layers if isinstance(layers, str) else ",".join(layers)) if thresh else None,
-        "filter_criterion": ("random" if cfg.pruner == "random" else cfg.filter_criterion) if filters else None,
-        "filters_pruned": ",".join(map(str, cfg.filter_counts())) if filters else None,
-        "filters_frac": cfg.filters_frac,
-        "cycles": cfg.cycles, "max_acc_drop": cfg.max_acc_drop,
-        "seed": cfg.seed, "epochs_pretrain": cfg.epochs_pretrain, "pretrain_stop": cfg.pretrain_stop,
-        "patience": cfg.patience if cfg.pretrain_stop == "plateau" else None,
-        "min_delta": cfg.min_delta if cfg.pretrain_stop == "plateau" else None,
-        "epochs_finetune": cfg.epochs_finetune, "batch_size": cfg.batch_size, "lr": cfg.lr,
-        "optimizer": cfg.optimizer, "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,
-        "weight_decay": cfg.weight_decay, "exact": cfg.exact,
     }

@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunerlib import batched, pipeline, population
+from prunerlib import batched, pipeline
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.masks import Masks
 from prunerlib.models import CNN
-from prunerlib.pipeline import Workdirs, run_trial
-from prunerlib.population import run_pack
+from prunerlib.pipeline import Workdirs, run_pack, run_trial
 from prunerlib.surgery import _remove_filters, kept_indices
 from tests.fake_cuda import FakeCudaTensor, fake_cuda
 from tests.helpers import ffn_config, random_data, small_ffn
@@ -124,8 +123,8 @@ def _ffn_pruners() -> list[TrialConfig]:
 @pytest.fixture
 def synthetic_images(monkeypatch):
     data = _image_data()
-    for module in (pipeline, population):  # the photos loader is not what is under test
-        monkeypatch.setattr(module, "load_data", lambda cfg, cache=None: Data(**vars(data)))
+    # the photos loader is not what is under test
+    monkeypatch.setattr(pipeline, "load_data", lambda cfg, cache=None: Data(**vars(data)))
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import torch
 from prunerlib import training
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError
-from prunerlib.pipeline import Workdirs, run_trial
-from prunerlib.population import run_pack
+from prunerlib.pipeline import Workdirs, run_pack, run_trial
 from tests import fake_cuda as fake
 from tests.fake_cuda import fake_cuda
 from tests.helpers import ffn_config
@@ -46,13 +45,13 @@ def _spy_training(monkeypatch) -> list[dict]:
     """The numerics in force each time a model trains (pretraining and fine-tuning)."""
     seen = []
     real = training.train
-    from prunerlib import pipeline, pretrained
+    from prunerlib import population, pretrained
 
     def spy(*args, **kwargs):
         seen.append(_numerics() | {"cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG")})
         return real(*args, **kwargs)
 
-    for module in (pipeline, pretrained):
+    for module in (population, pretrained):
         monkeypatch.setattr(module, "train", spy)
     return seen
 

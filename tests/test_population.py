@@ -11,8 +11,8 @@ from prunerlib.datasets import Data, load_data
 from prunerlib.errors import TrainingDiverged
 from prunerlib.masks import Masks
 from prunerlib.models import FFN
-from prunerlib.pipeline import TrialState, Workdirs, run_trial
-from prunerlib.population import member_bytes, pack_size_for, run_pack
+from prunerlib.pipeline import TrialState, Workdirs, run_pack, run_trial
+from prunerlib.population import member_bytes, members_that_fit
 from prunerlib.training import train
 from tests.helpers import ffn_config, random_data, small_cnn, small_ffn
 
@@ -95,13 +95,16 @@ def test_a_mixed_ffn_pack_gives_every_member_its_single_run(tmp_path, monkeypatc
 
 def test_a_group_larger_than_a_pack_runs_as_several(tmp_path, monkeypatch):
     sizes = []
-    monkeypatch.setattr(population, "pack_size_for", lambda cfg, device, gpu_share=1.0: 2)
+    monkeypatch.setattr(pipeline, "members_that_fit", lambda cfg, device, gpu_share=1.0: 2)
     monkeypatch.setattr(population, "Population", lambda models, *a: sizes.append(len(models)) or Population(models, *a))
     cfgs = [ffn_config(pruner="threshold", threshold_factor=f) for f in (0.5, 0.75, 1.0, 1.25, 1.5)]
     single, packed = _run_both(cfgs, tmp_path)
     assert sizes == [2, 2]  # and the fifth ran alone, as a plain trial
     for a, b in zip(single, packed):
         _assert_rows_match(a, b, n_test=120)
+    # Alone in its population, a member fine-tunes as a single trial does: to the bit.
+    assert [{k: v for k, v in r.items() if k not in _RUN_SPECIFIC} for r in packed[4]] == \
+        [{k: v for k, v in r.items() if k not in _RUN_SPECIFIC} for r in single[4]]
 
 
 def test_pretraining_runs_once_per_key_in_a_pack(tmp_path, monkeypatch):
@@ -156,8 +159,8 @@ def _cnn_config(**settings) -> TrialConfig:
 
 def test_a_cnn_pack_gives_every_member_its_single_run(tmp_path, monkeypatch):
     data = _image_data()
-    for module in (pipeline, population):  # the photos loader is not needed to test batching
-        monkeypatch.setattr(module, "load_data", lambda cfg, cache=None: Data(**vars(data)))
+    # the photos loader is not needed to test batching
+    monkeypatch.setattr(pipeline, "load_data", lambda cfg, cache=None: Data(**vars(data)))
     cfgs = [_cnn_config(pruner="filters", filters_frac=0.5, seed=0),
             _cnn_config(pruner="distinctiveness", filters_pruned=2, seed=0),
             _cnn_config(pruner="threshold", filters_pruned=[1, 3], lr=3e-3, seed=1),
@@ -191,6 +194,26 @@ def test_a_fault_of_the_machine_in_one_member_raises_after_the_finished_members_
     with pytest.raises(OSError):
         run_pack(cfgs, Workdirs(tmp_path), on_member_done=lambda i, rows: handed.append(i))
     assert handed == [0]  # the finished member's rows were out before the fault; none made up for member 1
+
+
+def test_a_fault_in_the_code_of_a_fine_tuning_stage_is_an_error_row_for_each_member_in_it(tmp_path, monkeypatch):
+    cfgs = [ffn_config(pruner="threshold", cycles=1), ffn_config(pruner="threshold", threshold_factor=0.5, cycles=2),
+            ffn_config(pruner="none", cycles=2)]
+    real = population.train_population
+
+    def broken_in_cycle_2(pop, data, seeds, **kwargs):
+        if kwargs["desc"].startswith("fine-tune 2"):
+            return {}["no such key"]
+        return real(pop, data, seeds, **kwargs)
+
+    monkeypatch.setattr(population, "train_population", broken_in_cycle_2)
+    rows = run_pack(cfgs, Workdirs(tmp_path))
+    # What run_trial gives for a fault in the code: one error row with the traceback, not a raise
+    # that would take the finished member's rows and the others' with it.
+    assert [r["status"] for r in rows[0]] == ["ok"]
+    for member in rows[1:]:
+        assert [r["status"] for r in member] == ["error"]
+        assert member[0]["error"].startswith("Traceback") and "KeyError" in member[0]["error"]
 
 
 # The FFN trains with the compiled epoch kernel where a C compiler is available, else with the
@@ -279,9 +302,9 @@ def test_population_training_of_cnns_flips_each_members_own_images():
 
 def test_pack_size_follows_the_memory_budget():
     cfg = ffn_config()
-    assert pack_size_for(cfg, "cpu", budget_bytes=10 * member_bytes(cfg)) == 10
-    assert pack_size_for(cfg, "cpu", budget_bytes=1) == 1
-    assert 1 <= pack_size_for(cfg, "cpu") <= population._CPU_CAP
+    assert members_that_fit(cfg, "cpu", budget_bytes=10 * member_bytes(cfg)) == 10
+    assert members_that_fit(cfg, "cpu", budget_bytes=1) == 1
+    assert 1 <= members_that_fit(cfg, "cpu") <= population._CPU_CAP
     cnn = _cnn_config(conv_channels=[16, 32], hidden=128, batch_size=32)
     assert member_bytes(cnn) > 10 * member_bytes(cfg)  # conv activations dominate
 
@@ -313,8 +336,8 @@ def test_a_fractional_gpu_trial_sizes_its_pack_from_its_share_of_the_gpu(monkeyp
     # A 16 GB GPU, 12 GB of it free: a quarter-GPU trial budgets 80% of 4 GB, a whole one 80% of 12.
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (12 * 2**30, 16 * 2**30))
     once = population.shared_bytes(cfg)  # the data and one member's pruning transient
-    assert pack_size_for(cfg, "cuda", gpu_share=0.25) == (int(0.8 * 4 * 2**30) - once) // per_member
-    assert pack_size_for(cfg, "cuda") == (int(0.8 * 12 * 2**30) - once) // per_member
+    assert members_that_fit(cfg, "cuda", gpu_share=0.25) == (int(0.8 * 4 * 2**30) - once) // per_member
+    assert members_that_fit(cfg, "cuda") == (int(0.8 * 12 * 2**30) - once) // per_member
 
 
 def _oom_above(monkeypatch, most: int) -> list[int]:
@@ -430,9 +453,9 @@ def test_a_member_keeps_its_pruning_inputs_as_indices_into_the_shared_data():
 
     state = TrialState(cfg, data, small_ffn(), PretrainResult(0.5, 0.5, 0.5, 1, 0.0))
     seen = []
-    plan = state.pruners[0].plan
-    state.pruners[0].plan = lambda ctx: seen.append(ctx.inputs.clone()) or plan(ctx)
+    decide = state.pruners[0].decide
+    state.pruners[0].decide = lambda ctx: seen.append(ctx.inputs.clone()) or decide(ctx)
     state.prune(1)
-    assert state.ctx.inputs is None  # released once the pruners have planned
+    assert state.ctx.inputs is None  # released once the pruners have decided
     assert state.sample.dtype == torch.int64 and state.sample.shape == (100,)
     assert torch.equal(seen[0], data.train_x[state.sample])
