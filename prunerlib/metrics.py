@@ -53,11 +53,13 @@ def weight_scope(model: nn.Module, scope: str | tuple[str, ...]) -> list[str]:
     return [f"{name}.weight" for name in names]
 
 
-def removed_fractions(model: nn.Module, masks: Masks, threshold_params: list[str]) -> dict[str, float | None]:
+def removed_fractions(model: nn.Module, masks: Masks, scope: list[str]) -> dict[str, float | None]:
+    """The removed-fraction columns; `weights_removed_frac` counts the weight matrices `scope`
+    names (`weight_scope`), whatever the pruner."""
     units = sum(len(live_units(masks, layer)) for layer in model.unit_layers)
     unit_total = sum(masks[f"{layer.incoming}.bias"].numel() for layer in model.unit_layers)
-    weights_total = sum(masks[name].numel() for name in threshold_params)
-    weights_kept = sum(masks.kept(name) for name in threshold_params)
+    weights_total = sum(masks[name].numel() for name in scope)
+    weights_kept = sum(masks.kept(name) for name in scope)
     filters_total = sum(masks[f"{layer.conv}.bias"].numel() for layer in model.filter_layers)
     filters = sum(len(live_filters(masks, layer)) for layer in model.filter_layers)
     return {

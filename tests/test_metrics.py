@@ -1,7 +1,7 @@
 import torch
 
 from prunerlib.masks import Masks
-from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions
+from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions, weight_scope
 from prunerlib.surgery import Removal, apply_removal
 from tests.helpers import small_cnn, small_ffn
 
@@ -45,3 +45,19 @@ def test_removed_fractions_and_parameter_counts():
     assert fractions["weights_removed_frac"] == 1 - (8 * 100) / (10 * 200)
     assert param_counts(model)[1] < total
     assert removed_fractions(small_ffn(), Masks(small_ffn()), ["fc1.weight"])["filters_removed_frac"] is None
+
+
+def test_weights_removed_frac_counts_the_threshold_layers_scope_whatever_the_pruner():
+    model = small_ffn(in_features=8, hidden=6)
+    assert weight_scope(model, "hidden") == ["fc1.weight"]
+    assert weight_scope(model, "all_linear") == ["fc1.weight", "fc2.weight"] == weight_scope(model, ("fc1", "fc2"))
+    masks = Masks(model)
+    apply_removal(model, masks, Removal(units={"fc1": [0, 1, 2]}))  # half the hidden units, as distinctiveness would
+    # Half of fc1's rows; with fc2 in scope, also half of fc2's columns: the same half overall.
+    assert removed_fractions(model, masks, weight_scope(model, "hidden"))["weights_removed_frac"] == 0.5
+    assert removed_fractions(model, masks, weight_scope(model, "all_linear"))["weights_removed_frac"] == 0.5
+    one = torch.zeros(3, 6, dtype=torch.bool)
+    one[0, 4] = True  # a weight out of a live unit: only a scope with fc2 in it sees it go
+    apply_removal(model, masks, Removal(weights={"fc2.weight": one}))
+    assert removed_fractions(model, masks, weight_scope(model, "hidden"))["weights_removed_frac"] == 0.5
+    assert removed_fractions(model, masks, weight_scope(model, "all_linear"))["weights_removed_frac"] == (24 + 10) / 66
