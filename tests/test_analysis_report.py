@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -5,16 +6,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunerlib.analysis.command import report_main, tables_main
-from prunerlib.analysis.results import load_results
+from prunerlib.analysis.command import add_report_parser, report_main, run_report, tables_main
+from prunerlib.analysis.results import ResultsError, load_results
 from prunerlib.analysis.tables import table1
+from prunerlib.sweep.store import SweepFolder
 from tests.analysis_rows import handmade_rows, write_results
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 
 
-def script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ANALYSIS / name), *args], capture_output=True, text=True, timeout=120)
+def script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ANALYSIS / name), *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,61 @@ def test_identical_repeats_are_not_seeds(tmp_path):
     rows += [r | {"trial_id": r["trial_id"] + "-again"} for r in rows if r["trial_id"].startswith("dist15-")]
     loaded = load_results([write_results(tmp_path / "r.parquet", rows)])
     assert len(loaded.frame) == len(handmade_rows()) and loaded.repeats == 3
+
+
+def _running_sweep(storage: Path, rows: list[dict]) -> SweepFolder:
+    """A sweep folder as a running sweep leaves it: its spec, one file per finished trial
+    written by the store's own writer, no results.parquet yet, and a trial being written."""
+    folder = SweepFolder(storage, "handmade")
+    folder.root.mkdir(parents=True)
+    folder.spec_file.write_text("name: handmade\nseeds: [0, 1, 2]\n")
+    for trial_id in dict.fromkeys(r["trial_id"] for r in rows):
+        folder.write_rows(trial_id, [r for r in rows if r["trial_id"] == trial_id])
+    (folder.trials / ".late-0.parquet.k3j2x9.tmp").write_bytes(b"PAR1 half a file")  # as atomic_write names it
+    return folder
+
+
+def test_a_running_sweeps_trials_folder_reports_from_any_directory_as_its_results_file_would(report, tmp_path):
+    out_of_file, _ = report
+    _running_sweep(tmp_path / "storage", handmade_rows())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = script("report.py", "../storage/handmade/trials", "--out", "out", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "out/report.md"
+    for name in ("table1", "table2", "table3", "comparison", "all_settings"):
+        for suffix in ("md", "csv", "tex"):
+            ours, theirs = elsewhere / "out" / f"{name}.{suffix}", out_of_file / f"{name}.{suffix}"
+            assert ours.read_text() == theirs.read_text(), ours
+    text = (elsewhere / "out" / "report.md").read_text()
+    assert "Sweep spec as run (`../storage/handmade/spec.yaml`)" in (elsewhere / "out" / "report.md").read_text()
+
+
+def test_a_sweep_folder_reads_its_trial_files_and_what_only_its_results_file_still_holds(tmp_path):
+    rows = handmade_rows()
+    folder = _running_sweep(tmp_path, [r for r in rows if not r["trial_id"].startswith("none-")])
+    # results.parquet from an earlier consolidation: a none trial no file holds any more, and an
+    # older copy of dist15-0 whose trial file has since been written again
+    stale = [r | {"acc_finetuned": 0.10} for r in rows if r["trial_id"] == "dist15-0"]
+    write_results(folder.results, [r for r in rows if r["trial_id"].startswith("none-")] + stale)
+    loaded = load_results([folder.root])
+    assert len(loaded.frame) == len(rows) and loaded.duplicates == 0
+    assert sorted(loaded.frame["trial_id"].unique()) == sorted({r["trial_id"] for r in rows})
+    dist = loaded.frame[loaded.frame["trial_id"].eq("dist15-0")]
+    assert dist["acc_finetuned"].tolist() == [0.80]
+    assert loaded.frame.equals(load_results([write_results(tmp_path / "all.parquet", rows)]).frame
+                               .sort_values(["trial_id", "cycle"]).reset_index(drop=True))
+
+
+def test_a_sweep_with_no_finished_trial_yet_is_one_line(tmp_path, capsys):
+    folder = SweepFolder(tmp_path, "fresh")
+    folder.trials.mkdir(parents=True)
+    (folder.trials / ".a.parquet.x1.tmp").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(folder.root), "--out", str(tmp_path / "out")])
+    with pytest.raises(ResultsError, match=f"^{folder.root}: no result files in this folder"):
+        run_report(args)
+    assert report_main([str(folder.trials), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {folder.trials}: no result files in this folder (a sweep folder's " \
+                                      "trials/ fills as its trials finish)\n"

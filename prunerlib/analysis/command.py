@@ -20,7 +20,8 @@ EXIT_USAGE = 2
 
 
 def _arguments(parser: argparse.ArgumentParser, out: str) -> argparse.ArgumentParser:
-    parser.add_argument("results", nargs="+", type=Path, help="results.parquet file(s) of one or more sweeps")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="result Parquet files, or sweep folders (a running sweep's trials/ folder too)")
     parser.add_argument("--out", type=Path, required=True, help=out)
     return parser
 
@@ -28,7 +29,7 @@ def _arguments(parser: argparse.ArgumentParser, out: str) -> argparse.ArgumentPa
 def add_report_parser(subcommands: Any) -> argparse.ArgumentParser:
     """`prunerlib report RESULTS... --out DIR`, added to the CLI's subcommands."""
     parser = subcommands.add_parser("report", help="tables, figures and report.md from result files",
-                                    description="Tables, figures and report.md from result Parquet files.")
+                                    description="Tables, figures and report.md from result Parquet files or sweep folders.")
     return _arguments(parser, "folder for report.md, tables and figures")
 
 
@@ -93,7 +94,7 @@ def _main(run: Callable[[argparse.Namespace], int], description: str, out: str,
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    return _main(run_report, "Tables, figures and report.md from result Parquet files.",
+    return _main(run_report, "Tables, figures and report.md from result Parquet files or sweep folders.",
                  "folder for report.md, tables and figures", argv)
 
 

@@ -117,10 +117,17 @@ def provenance_lines(results: Results) -> list[str]:
 
 
 def spec_lines(files: Iterable[Path]) -> list[str]:
-    """The spec a sweep ran, when the sweep folder keeps it beside its results.parquet: it is
-    the sweep's own record (not Ray's state), and says what was asked for, not only what ran."""
+    """The spec a sweep ran, when its sweep folder keeps it (beside results.parquet and
+    trials/): it is the sweep's own record (not Ray's state), and says what was asked for, not
+    only what ran."""
     lines = []
-    for spec in dict.fromkeys(path.parent / "spec.yaml" for path in files):
+    for spec in dict.fromkeys(map(_spec_file, files)):
         if spec.is_file():
             lines += ["", f"Sweep spec as run (`{spec}`):", "", "```yaml", spec.read_text().rstrip(), "```"]
     return lines
+
+
+def _spec_file(path: Path) -> Path:
+    """Where the sweep folder that `path` (results.parquet, the folder, or its trials/) belongs to keeps its spec."""
+    folder = path if path.is_dir() else path.parent
+    return folder.parent / "spec.yaml" if folder.name == "trials" else folder / "spec.yaml"

@@ -59,7 +59,7 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
     lines = [
         "# Pruning sweep report",
         "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `python analysis/report.py` "
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `prunerlib report` "
         "from the result rows alone. It reproduces the tables of *The Pruning Methods for feed-forward network and "
         "Convolutional Neural Network* beside the paper's published numbers, with the `none` and `random` controls "
         "the paper does not have.",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from prunerlib.errors import DataError
+from prunerlib.files import TEMPORARIES
 
 # Without these no table, figure or report can say anything; other columns are needed only
 # by some tables, which are skipped (naming the column) when it is absent.
@@ -29,14 +33,17 @@ class Results:
 
 
 def load_results(paths: Sequence[str | Path]) -> Results:
-    frames = [_read(Path(path)) for path in paths]
+    """Rows of result files or sweep folders (see `_read_folder`), each run of a configuration
+    and seed once. A file still being written (a temporary) is not a result yet: skipped."""
+    paths = [Path(path) for path in paths if not _temporary(Path(path))]
+    frames = [_read_folder(path) if path.is_dir() else _read(path) for path in paths]
     if not frames:
         raise ResultsError("no results file given")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     identity = [c for c in ("sweep", "trial_id", "config_hash", "cycle") if c in frame.columns]
     unique = frame.drop_duplicates(subset=identity, keep="last").reset_index(drop=True)
     latest, repeats = latest_runs(unique)
-    return Results(latest, tuple(Path(p) for p in paths), len(frame) - len(unique), repeats)
+    return Results(latest, tuple(paths), len(frame) - len(unique), repeats)
 
 
 def latest_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -73,3 +80,43 @@ def _read(path: Path) -> pd.DataFrame:
     if missing:
         raise ResultsError(f"{path}: missing required column(s) {', '.join(missing)}")
     return frame
+
+
+def _temporary(path: Path) -> bool:
+    return fnmatch.fnmatch(path.name, TEMPORARIES)
+
+
+def _read_folder(path: Path) -> pd.DataFrame:
+    """A sweep folder, or a folder of trial files such as a running sweep's `trials/`: every
+    finished trial's rows, gathered as the sweep's own consolidation gathers them (the trial
+    files, then what `results.parquet` holds of trials no file holds any more; each trial and
+    cycle once, in trial order), so a finished sweep's folder reads as its results.parquet.
+    A trial file appears whole, by a rename, or not at all: a temporary is skipped, and so is
+    a file renamed or moved aside while the folder is read."""
+    trials = path / "trials" if (path / "trials").is_dir() else path
+    files = [f for f in sorted(trials.glob("*.parquet")) if not f.name.startswith(".")]
+    tables = [table for table in map(_read_table, files) if table is not None]
+    consolidated = path / "results.parquet"
+    if trials != path and consolidated.is_file() and (old := _read_table(consolidated)) is not None:
+        seen = pa.array(sorted({i for table in tables for i in table.column("trial_id").to_pylist()}), pa.string())
+        tables.insert(0, old.filter(pc.invert(pc.is_in(old.column("trial_id"), value_set=seen))))
+    if not tables:
+        raise ResultsError(f"{path}: no result files in this folder (a sweep folder's trials/ fills as its trials "
+                           "finish)")
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return (frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
+            .reset_index(drop=True))
+
+
+def _read_table(path: Path) -> pa.Table | None:
+    """One file of a folder; None when it is gone (renamed or moved aside meanwhile)."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    missing = [column for column in CORE_COLUMNS if column not in table.column_names]
+    if missing:
+        raise ResultsError(f"{path}: missing required column(s) {', '.join(missing)}")
+    return table
