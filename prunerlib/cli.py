@@ -27,34 +27,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-# Flags that map one-to-one onto TrialConfig fields: (flag, type, help).
-_TRIAL_FLAGS: list[tuple[str, Any, str]] = [
-    ("dataset", str, "waveform | catsdogs"),
-    ("data", str, "UCI waveform file, or a Dogs vs. Cats folder (default: generate Waveform data)"),
-    ("attributes", int, "Waveform attributes: 21 or 40"),
-    ("model", str, "ffn | cnn (default: the dataset's)"),
-    ("hidden", int, "hidden units"),
-    ("pruner", str, "distinctiveness | threshold | filters | none | random"),
-    ("match", str, "for --pruner random: the pruner it mirrors"),
-    ("angle-cutoff", float, "distinctiveness cutoff in degrees, in (0, 90)"),
-    ("merge", str, "distinctiveness: none | outgoing"),
-    ("threshold-factor", float, "mask |w| < factor × stat of the live weights"),
-    ("threshold-stat", str, "mean_abs (mean of |w|, the paper) | std (of the signed weights, Han et al.)"),
-    ("threshold-layers", str, "hidden | all_linear | a layer name"),
-    ("filter-criterion", str, "l1 | mean_activation | apoz | random"),
-    ("filters-pruned", int, "conv filters removed per layer and cycle"),
-    ("filters-frac", float, "share of each conv layer's filters removed per cycle"),
-    ("cycles", int, "prune / fine-tune cycles"),
-    ("max-acc-drop", float, "stop cycling when validation accuracy falls this far below pretrained"),
-    ("seed", int, "model seed: initialisation, data order, random choices"),
-    ("data-seed", int, "dataset seed: generation, split and subset"),
-    ("epochs-pretrain", int, "most pretraining epochs"),
-    ("epochs-finetune", int, "fine-tuning epochs per cycle"),
-    ("batch-size", int, "mini-batch size"),
-    ("lr", float, "learning rate"),
-    ("optimizer", str, "adam | sgd"),
-    ("device", str, "auto | cpu | cuda | cuda:N"),
-]
+def _flag_value(hint: Any) -> Any:
+    """How a setting's flag reads its text: as the type itself, or, for a setting that takes a
+    list (conv_channels, filters_pruned, threshold_layers), 'a,b' as a list and 'a' as YAML."""
+    from prunerlib.config import _options
+
+    options = _options(hint)
+    if any(getattr(o, "__origin__", None) is tuple for o in options):
+        return lambda text: [yaml.safe_load(item) for item in text.split(",")] if "," in text else yaml.safe_load(text)
+    return options[0] if options[0] in (int, float) else str
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per trial setting (`--angle-cutoff` for angle_cutoff), TrialConfig's own grouped
+    by role and each pruner's under its name: what the registry knows, the parser offers."""
+    from prunerlib import registry
+    from prunerlib.config import ROLES, describe_type, setting_help, setting_hints
+
+    hints, texts = setting_hints(), setting_help()
+    groups: dict[str, Any] = {}
+    for name, hint in hints.items():
+        owner = registry.setting_owner(name)
+        title = f"pruner {owner}" if owner else f"{ROLES[name]} settings"
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        flag = "--" + name.replace("_", "-")
+        text = texts[name].replace("%", "%%")
+        if name == "pruner":
+            text = " | ".join(registry.PRUNERS)
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            shown = describe_type(hint)
+            metavar = shown.upper() if shown in ("int", "float", "str") else \
+                shown.replace(" | ", "|") if "|" in shown and " or " not in shown else "VALUE"
+            group.add_argument(flag, type=_flag_value(hint), metavar=metavar, help=text)
+
+
+def plugin_paths(argv: Sequence[str]) -> list[str]:
+    """The `--plugin PATH` values of a command line, read before the parser is built: a
+    plugin's pruner adds flags (its settings) the parser must know."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            paths.append(arg.partition("=")[2])
+    return paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,15 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one trial and append its rows to a Parquet file")
     run.add_argument("--config", type=Path, help="YAML file of trial settings (flags override it)")
-    for flag, kind, text in _TRIAL_FLAGS:
-        run.add_argument(f"--{flag}", type=kind, help=text)
-    run.add_argument("--remove-constant", action="store_true", default=None,
-                     help="distinctiveness: remove units constant over the data")
+    run.add_argument("--plugin", action="append", default=[], metavar="PATH.py",
+                     help="a Python file that registers a pruner of your own (repeatable)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="any trial setting, value in YAML syntax (repeatable; overrides everything)")
     run.add_argument("--out", type=Path, default=Path("runs/results.parquet"), help="Parquet file rows are appended to")
     run.add_argument("--workdir", type=Path, default=Path("runs"), help="where pretrained models are kept and reused")
     run.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    add_setting_flags(run)
 
     sweep = commands.add_parser("sweep", help="run a sweep spec on Ray Tune (embedded local Ray by default)")
     sweep.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/quick.yaml")
@@ -110,10 +127,12 @@ def trial_settings(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config: {args.config} must hold a mapping of settings")
         settings.update(loaded)
-    for flag, _, _ in _TRIAL_FLAGS + [("remove-constant", bool, "")]:
-        value = getattr(args, flag.replace("-", "_"))
+    from prunerlib.config import setting_hints
+
+    for name in setting_hints():
+        value = getattr(args, name, None)
         if value is not None:
-            settings[flag.replace("-", "_")] = value
+            settings[name] = value
     settings.update(set_overrides(args.set))
     return settings
 
@@ -230,6 +249,14 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from prunerlib import plugins
+
+        plugins.load(plugin_paths(argv), key="--plugin")
+    except PrunerlibError as exc:
+        print(f"prunerlib: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -7,7 +7,6 @@ files from different trials and sweeps concatenate without type drift.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import os
 import platform
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prunerlib.config import _is_union, column_settings, setting_hints
+from prunerlib.files import atomic_write, locked
 from prunerlib.registry import REMOVED_COLUMNS
 
 _STR, _I64, _F64, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
@@ -93,19 +93,6 @@ def conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
-
-
-def umask_mode(mode: int) -> int:
-    """`mode` as the user's umask leaves it. mkstemp / mkdtemp create 0600 / 0700 whatever the
-    umask, which locks colleagues out of shared storage; chmod what they made to this instead.
-    Read from /proc: os.umask() can only be read by setting it, a race with other threads."""
-    try:
-        with open("/proc/self/status") as status:
-            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return mode & ~umask
 
 
 def provenance() -> dict[str, Any]:
@@ -185,16 +172,10 @@ def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     path = link.resolve()  # through a symlink: renaming over the link would replace it by a plain file
     path.parent.mkdir(parents=True, exist_ok=True)
     table = to_table(rows)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(path.with_name(f".{path.name}.lock")):
         if path.exists():
             table = concat([pq.read_table(path), table])
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return link
 
 

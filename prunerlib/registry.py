@@ -121,4 +121,6 @@ def unknown(key: str, value: Any, known: Any, what: str) -> str:
     """'KEY: unknown WHAT 'VALUE' (did you mean ...?)' for a one-line error."""
     close = difflib.get_close_matches(str(value), [str(k) for k in known], n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(map(str, known))}"
+    if what == "pruner" and not close:
+        hint += "; a pruner of your own is loaded with --plugin PATH.py, or a sweep spec's plugins: [PATH.py]"
     return f"{key}: unknown {what} {value!r} ({hint})"
