@@ -295,7 +295,7 @@ class TrialState:
         self.scope = weight_scope(model, cfg.threshold_layers)
         sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
         # The pruning inputs as indices into the shared training data, gathered only while the
-        # pruners plan: a copy per member (22 MB for the CNN) would cap a population's size.
+        # pruners decide: a copy per member (22 MB for the CNN) would cap a population's size.
         self.sample = sample[: cfg.distinct_max_patterns].to(device)
         self.ctx = PruneContext(model, self.masks, None, torch.Generator().manual_seed(cfg.seed))
         self.acc_pruned = self.val_acc_pruned = float("nan")

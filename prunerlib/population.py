@@ -150,7 +150,7 @@ def member_bytes(cfg: TrialConfig) -> int:
     """Memory one population member adds (float32), at the peak of a fine-tuning step.
 
     Its trial state: the model, masks, the indices of its pruning inputs (gathered from the
-    shared data only while it plans), a copy of the last accepted model under max_acc_drop,
+    shared data only while its pruners decide), a copy of the last accepted model under max_acc_drop,
     and, for a random control that mirrors its method over cycles, the method's own trial.
     Its share of the population: stacked parameters, gradient-mask and optimiser moments,
     gradients and an update temporary, its batch (the gathered copy, and for images the
@@ -207,7 +207,8 @@ def _available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-# The old name, until prunerlib/sweep/{plan,cluster}.py and benchmarks/gpu.py import members_that_fit.
+# The old name, until prunerlib/sweep/{plan,cluster}.py, benchmarks/gpu.py and tests/test_gpu_ray.py import
+# members_that_fit.
 pack_size_for = members_that_fit
 
 
