@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gpu.py                 # FFN and CNN, populations 1, 2, 4, ...
     .venv/bin/python benchmarks/gpu.py --model cnn --epochs 3 --exact
 
-For each model, populations of 1, 2, 4, ... members (doubling until `population.pack_size_for`
+For each model, populations of 1, 2, 4, ... members (doubling until `population.members_that_fit`
 says the GPU is full, or it runs out of memory) fine-tune on data of the real sizes (Waveform:
 3600 training examples of 40 attributes; Dogs vs. Cats: 1800 images 3×32×32, flipped at random)
 and the table shows model-epochs per second, the peak GPU memory the population took (from
@@ -24,7 +24,7 @@ from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.masks import Masks
 from prunerlib.models import build_model
-from prunerlib.population import member_bytes, pack_size_for
+from prunerlib.population import member_bytes, members_that_fit
 from prunerlib.training import set_numerics
 
 
@@ -78,9 +78,9 @@ def main() -> None:
           f"exact={args.exact}")
     for model in (["ffn", "cnn"] if args.model == "both" else [args.model]):
         cfg, data = _setup(model, device)
-        fits = pack_size_for(cfg, device)
+        fits = members_that_fit(cfg, device)
         limit = min(fits, args.max_members or fits)
-        print(f"\n{model}: member_bytes {member_bytes(cfg) / 2**20:.2f} MiB, pack_size_for says {fits} fit")
+        print(f"\n{model}: member_bytes {member_bytes(cfg) / 2**20:.2f} MiB, members_that_fit says {fits} fit")
         print(f"{'members':>8} {'model-epochs/s':>15} {'peak MiB':>10} {'estimate MiB':>13} {'MiB/member':>11}")
         k = 1
         while k <= limit:

@@ -40,7 +40,7 @@ from prunerlib.datasets import Data, load_data
 from prunerlib.masks import Masks
 from prunerlib.models import build_model
 from prunerlib.pipeline import Workdirs, run_trial
-from prunerlib.population import run_pack
+from prunerlib.pipeline import run_pack
 from prunerlib.pretrained import load_or_pretrain
 from prunerlib.training import train
 
@@ -77,19 +77,9 @@ def pack(cfgs: Sequence[TrialConfig], dirs: Workdirs) -> tuple[float, list[Rows]
 
 
 def pack_torch(cfgs: Sequence[TrialConfig], dirs: Workdirs) -> tuple[float, list[Rows]]:
-    # run_pack takes no kernel switch (train_population's `kernel`) yet: the documented off
-    # switch does the same for the whole process, and load() must ask again to see it.
-    saved = os.environ.get("PRUNERLIB_FFN_KERNEL")
-    os.environ["PRUNERLIB_FFN_KERNEL"] = "0"
-    ffn_kernel.load.cache_clear()
-    try:
-        return pack(cfgs, dirs)
-    finally:
-        if saved is None:
-            del os.environ["PRUNERLIB_FFN_KERNEL"]
-        else:
-            os.environ["PRUNERLIB_FFN_KERNEL"] = saved
-        ffn_kernel.load.cache_clear()
+    start = time.perf_counter()
+    rows = run_pack(cfgs, dirs, kernel="torch")
+    return time.perf_counter() - start, rows
 
 
 ARMS: dict[str, Arm] = {"sequential": sequential, "pack": pack, "pack-torch": pack_torch}

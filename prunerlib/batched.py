@@ -265,10 +265,6 @@ class PopulationStageLog:
     wall_s: float
     failures: dict[int, tuple[int, float]]  # member position -> (epoch, first non-finite loss)
 
-
-# The name population.py still imports; its owner switches it to PopulationStageLog, then this goes.
-StageResult = PopulationStageLog
-
 Kernel = Literal["auto", "c", "torch"]
 
 

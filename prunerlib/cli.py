@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
 
+    from prunerlib.analysis.command import add_report_parser
+
+    add_report_parser(commands)
+
     data = commands.add_parser("data", help="write data files")
     kinds = data.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     wave = kinds.add_parser("waveform", help="generate Waveform data in the UCI file format")
@@ -260,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": _run, "sweep": _sweep, "data": _data}[args.command](args)
+        from prunerlib.analysis.command import run_report
+
+        return {"run": _run, "sweep": _sweep, "report": run_report, "data": _data}[args.command](args)
     except PrunerlibError as exc:
         print(f"prunerlib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

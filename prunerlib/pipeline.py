@@ -29,6 +29,7 @@ from prunerlib.errors import ConfigError, DataError, EnvironmentFault, Prunerlib
 from prunerlib.masks import Masks
 from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions, weight_scope
 from prunerlib.models import build_model
+from prunerlib.batched import Kernel
 from prunerlib.population import FineTuning, members_that_fit, population_key
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
@@ -117,7 +118,7 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
 def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
              trial_ids: Sequence[str | None] | None = None, progress: bool = False,
              gpu_share: float = 1.0, on_member_done: MemberDone | None = None,
-             device: torch.device | str | None = None) -> list[Rows]:
+             device: torch.device | str | None = None, kernel: Kernel = "auto") -> list[Rows]:
     """Rows for each configuration, in order: for each what run_trial(cfg, dirs, sweep=...,
     trial_id=...) returns (same columns, same failed- and error-row behaviour). Members sharing
     a `population_key` are fine-tuned together, in populations of at most `members_that_fit`,
@@ -131,7 +132,8 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
     `wall_finetune_s` of a member is its share of the stage: the stage's wall time (its random
     control's shadow included) divided by the members that started it, so summing over rows
     still gives time spent. `device`, when given, replaces each member's resolved `device`
-    setting, as in run_trial; a CUDA pack caps its process at `gpu_share` of the GPU."""
+    setting, as in run_trial; a CUDA pack caps its process at `gpu_share` of the GPU. `kernel`
+    chooses the FFN populations' step (`batched.train_population`): auto, c or torch."""
     ids: Sequence[str | None] = trial_ids if trial_ids is not None else [None] * len(cfgs)
     if len(ids) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(ids)} trial ids")
@@ -153,12 +155,12 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
         size = members_that_fit(cfgs[group[0]], where, gpu_share=gpu_share) if len(group) > 1 else 1
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress,
-                            lambda i, rows, members=members: done(members[i], rows), where)
+                            lambda i, rows, members=members: done(members[i], rows), where, kernel)
     return results
 
 
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
-                    progress: bool, done: MemberDone, device: torch.device) -> None:
+                    progress: bool, done: MemberDone, device: torch.device, kernel: Kernel = "auto") -> None:
     """The lifecycle of one population's members, cycle by cycle; `done(i, rows)` hands each
     member's rows over the moment they are final."""
     bases = [identity_columns(cfg, sweep, tid) | device_provenance(device) for cfg, tid in zip(cfgs, ids)]
@@ -197,7 +199,7 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             pretrain_failures.setdefault(key, exc)
             fail(i, exc)
 
-    tuner = FineTuning(len(cfgs))
+    tuner = FineTuning(len(cfgs), kernel)
     for cycle in range(1, max(cfg.cycles for cfg in cfgs) + 1):
         tuning: list[int] = []
         for i in list(states):

@@ -13,14 +13,13 @@ import gc
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from prunerlib.batched import Population, PopulationStageLog, train_population
+from prunerlib.batched import Kernel, Population, PopulationStageLog, train_population
 from prunerlib.config import POPULATION_SETTINGS, TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.errors import EnvironmentFault, is_out_of_memory
@@ -65,8 +64,9 @@ class FineTuning:
     rounding: which one runs is fixed by the population's size, never by how many of its
     members are still going, so a trial run alone gives the rows it always gave."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, kernel: Kernel = "auto"):
         self.alone = size == 1
+        self.kernel = kernel  # batched FFN steps: the compiled kernel (auto, c) or torch (see batched)
         # Models stepped at once (a random control's shadow is one more): halved on out of
         # memory, and kept halved for later cycles.
         self.limit = 2 * size
@@ -88,7 +88,7 @@ class FineTuning:
         while at < len(members):
             part = members[at:at + self.limit]
             try:
-                stage = _finetune_together(part, data, cycle, progress)
+                stage = _finetune_together(part, data, cycle, progress, self.kernel)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -110,7 +110,8 @@ class FineTuning:
         return PopulationStageLog(wall, failures)
 
 
-def _finetune_together(members: Sequence[Member], data: Data, cycle: int, progress: bool) -> PopulationStageLog:
+def _finetune_together(members: Sequence[Member], data: Data, cycle: int, progress: bool,
+                       kernel: Kernel) -> PopulationStageLog:
     """Fine-tune the members as one batched population, then hand each its weights back.
     Failures are keyed by position in `members`."""
     # Members with equal optimiser settings side by side: each such run is one fused update.
@@ -121,7 +122,7 @@ def _finetune_together(members: Sequence[Member], data: Data, cycle: int, progre
     pop = Population([m.model for m in ordered], [m.masks for m in ordered], [m.cfg for m in ordered])
     stage = train_population(pop, data, [finetune_seed(m.cfg, cycle) for m in ordered],
                              epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
-                             desc=f"fine-tune {cycle} ({len(members)} members)", progress=progress)
+                             desc=f"fine-tune {cycle} ({len(members)} members)", progress=progress, kernel=kernel)
     pop.write_back([m.model for pos, m in enumerate(ordered) if pos not in stage.failures])
     return PopulationStageLog(stage.wall_s, {order[pos]: failure for pos, failure in stage.failures.items()})
 
@@ -206,17 +207,3 @@ def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
 def _available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-
-# The old name, until prunerlib/sweep/{plan,cluster}.py, benchmarks/gpu.py and tests/test_gpu_ray.py import
-# members_that_fit.
-pack_size_for = members_that_fit
-
-
-def __getattr__(name: str) -> Any:
-    # run_pack moved to pipeline; this lets prunerlib/sweep/trainable.py and
-    # benchmarks/population.py import it from here until they import it from there.
-    if name == "run_pack":
-        from prunerlib.pipeline import run_pack
-
-        return run_pack
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -146,7 +146,7 @@ def test_the_dry_run_on_a_cluster_shows_each_gpu_nodes_slots_and_population_size
     import torch
 
     from prunerlib.config import TrialConfig
-    from prunerlib.population import pack_size_for
+    from prunerlib.population import members_that_fit
     from tests.fake_cuda import fake_cuda
 
     spec = parse_spec({"name": "plan", "fixed": TINY, "seeds": [0, 1],
@@ -155,7 +155,7 @@ def test_the_dry_run_on_a_cluster_shows_each_gpu_nodes_slots_and_population_size
     text = cluster_plan(spec, None)
     cfg = TrialConfig.from_dict({**TINY, "pruner": "threshold"})
     with fake_cuda():
-        size = pack_size_for(cfg, torch.device("cuda", 0), gpu_share=0.5)
+        size = members_that_fit(cfg, torch.device("cuda", 0), gpu_share=0.5)
     assert "GPU plan: 0.5 GPU per Tune trial" in text
     node = next(line for line in text.splitlines() if line.startswith("  node "))
     assert "2 GPU(s) Fake GPU, 12.0 of 16.0 GiB free; 2 trial slot(s)" in node  # 2 CPUs, 4 half GPUs

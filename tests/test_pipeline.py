@@ -4,7 +4,7 @@ import torch
 
 from prunerlib import pretrained
 from prunerlib.pipeline import Workdirs, run_trial
-from prunerlib.records import COLUMNS, to_table
+from prunerlib.records import columns, to_table
 from tests.helpers import ffn_config
 
 
@@ -23,7 +23,7 @@ def test_trials_sharing_pretraining_settings_pretrain_once(tmp_path, monkeypatch
 def test_a_trial_row_has_every_column_and_nulls_where_they_do_not_apply(tmp_path):
     rows = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)
     df = to_table(rows).to_pandas()
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == list(columns())
     row = df.iloc[0]
     assert row["status"] == "ok" and row["final"] and row["cycle"] == 1
     for column in ("angle_cutoff", "filter_criterion", "filters_removed_frac", "filters_pruned", "error", "merge"):
@@ -120,7 +120,7 @@ def test_a_fault_in_the_code_is_an_error_row_with_its_traceback_not_a_result(tmp
     def broken(self, ctx):
         return {}["no such key"]
 
-    monkeypatch.setattr(Threshold, "plan", broken)
+    monkeypatch.setattr(Threshold, "decide", broken)
     (row,) = run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)
     assert row["status"] == "error" and row["final"]
     assert row["error"].startswith("Traceback") and "KeyError" in row["error"] and "broken" in row["error"]
@@ -132,6 +132,6 @@ def test_a_fault_of_the_machine_is_raised_not_recorded(tmp_path, monkeypatch):
     def disk_gone(self, ctx):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Threshold, "plan", disk_gone)
+    monkeypatch.setattr(Threshold, "decide", disk_gone)
     with pytest.raises(OSError):
         run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)

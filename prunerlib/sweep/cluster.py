@@ -99,7 +99,7 @@ def _wait_for_gpu(spec: SweepSpec, interrupted: Callable[[], bool]) -> list[dict
 
 def cluster_plan(spec: SweepSpec, address: str | None) -> str:
     """`--dry-run --address`: the plan on the cluster's resources and, for a GPU spec, each GPU
-    node's share of it: trial slots, GPU memory, and the population sizes `pack_size_for`
+    node's share of it: trial slots, GPU memory, and the population sizes `members_that_fit`
     gives there (asked on the node itself, by a zero-CPU task pinned to it)."""
     import ray
 
@@ -135,7 +135,8 @@ def _gpu_plan(spec: SweepSpec) -> str:
         populations = [("search " + _population_name(cfg), cfg.to_dict())]
     probe = ray.remote(num_cpus=0)(_probe_gpu)
     answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                       .remote([settings for _, settings in populations], spec.gpu) for n in nodes], timeout=120)
+                       .remote([settings for _, settings in populations], spec.gpu, spec.plugins) for n in nodes],
+                      timeout=120)
     lines = [f"GPU plan: {spec.gpu:g} GPU per Tune trial, population sizes for that share of a GPU's free memory"]
     for node, answer in zip(nodes, answers):
         have = node["Resources"]
@@ -156,21 +157,21 @@ def _population_name(cfg: TrialConfig) -> str:
     return f"{cfg.dataset} {cfg.model} ({shape}, batch {cfg.batch_size})"
 
 
-def _probe_gpu(settings: list[dict[str, Any]], share: float) -> dict[str, Any]:
+def _probe_gpu(settings: list[dict[str, Any]], share: float, plugin_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """On a GPU node, with no GPU reserved (Ray 2.60 leaves the node's GPUs visible to a task
     given none): its first GPU's memory and the population sizes for a trial's share of it."""
     import torch
 
+    from prunerlib import plugins
     from prunerlib.pipeline import cuda_unusable
-    from prunerlib.population import pack_size_for
+    from prunerlib.population import members_that_fit
 
     if not torch.cuda.is_available():
         return {"error": cuda_unusable()}
-    # PLUGINS (issue 11, not yet wired): TrialConfig.from_dict below runs on the GPU node, so the
-    # spec's plugins are imported here first too: prunerlib.plugins.load(spec.plugins), passed in.
+    plugins.load(plugin_files)  # the settings below may name a plugin's pruner
     free, total = torch.cuda.mem_get_info(0)
     return {"name": torch.cuda.get_device_name(0), "free": free, "total": total,
-            "sizes": [pack_size_for(TrialConfig.from_dict(s), torch.device("cuda", 0), gpu_share=share)
+            "sizes": [members_that_fit(TrialConfig.from_dict(s), torch.device("cuda", 0), gpu_share=share)
                       for s in settings]}
 
 

@@ -1,13 +1,13 @@
 """From a validated spec to the work Tune schedules: packs of trial configurations.
 
 A Tune trial carries a *pack*: configurations that the population engine
-(`prunerlib.population.run_pack`) fine-tunes as one batched computation. Packs hold members of
+(`prunerlib.pipeline.run_pack`) fine-tunes as one batched computation. Packs hold members of
 one population (same data, architecture and stage shape); within it they are ordered by
 pretraining key, so the packs running side by side pretrain different models at once.
 
 `pack_size: auto` gives each population its share of the parallel Tune slots (CPUs / `cpu`
 per trial, capped by `max_concurrent`) — so every slot stays busy with one large pack rather
-than several small ones in turn — with at most as many members as `population.pack_size_for`
+than several small ones in turn — with at most as many members as `population.members_that_fit`
 lets share one step. A search asks its study for a batch of
 points per Tune trial: a quarter of the points per slot at most, so the sampler still sees
 several rounds of results.
@@ -23,7 +23,7 @@ from operator import attrgetter
 from prunerlib import registry
 from prunerlib.config import PRETRAIN_SETTINGS, TrialConfig
 from prunerlib.registry import PRUNERS
-from prunerlib.population import pack_size_for, population_key
+from prunerlib.population import members_that_fit, population_key
 from prunerlib.sweep.spec import PER_SEED, Range, SweepSpec
 
 SEARCH_ROUNDS = 4  # auto: the study gets at least this many rounds of results per slot
@@ -57,7 +57,7 @@ def grid_packs(spec: SweepSpec, parallel: int = 1) -> list[Pack]:
         # outgrows what fits one step; the packs of a population are of even size.
         # A GPU pack is not capped here: the driver cannot see the workers' GPUs, and run_pack
         # splits a pack by the memory of the GPU share it runs on.
-        cap = len(members) if spec.gpu else pack_size_for(members[0], "cpu")
+        cap = len(members) if spec.gpu else members_that_fit(members[0], "cpu")
         share = max(1, round(parallel * len(members) / total), math.ceil(len(members) / cap))
         if share > parallel:  # whole rounds: every slot busy until the last round ends
             share = math.ceil(share / parallel) * parallel

@@ -258,10 +258,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
         packs=packs,
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)), gpu_share=min(1.0, spec.gpu) if spec.gpu else 1.0,
-        rerun=rerun,
-        # PLUGINS (issue 11, not yet wired): plugins=spec.plugins, for pack_trial to import on each
-        # worker. On the driver they are imported before the spec is validated (cli, load_spec),
-        # so by the time run_sweep has a SweepSpec, every pruner it names is registered here.
+        rerun=rerun, plugins=spec.plugins,
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
     run_config = tune.RunConfig(

@@ -16,7 +16,7 @@ from typing import Any
 from prunerlib.config import TrialConfig
 from prunerlib.errors import PrunerlibError
 from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, resolve_device
-from prunerlib.population import run_pack
+from prunerlib.pipeline import run_pack
 from prunerlib.sweep.search import POINTS, VALUES
 from prunerlib.sweep.spec import seeded
 from prunerlib.sweep.store import SweepFolder
@@ -39,7 +39,9 @@ class SweepContext:
     threads: int
     gpu_share: float  # of one GPU's memory, for sizing populations
     rerun: frozenset[str] = frozenset()  # --retry-failed: ids whose rows are replaced
-    # PLUGINS: plugins: tuple[str, ...] = ()  (spec.plugins, for pack_trial to import first)
+    # spec.plugins: a user's pruner files, imported on each worker before it builds a config
+    # (the driver imported them when it read the spec).
+    plugins: tuple[str, ...] = ()
 
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
@@ -68,10 +70,9 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     import torch
     from ray import tune
 
-    # PLUGINS (issue 11, not yet wired): a user's pruner plugins must be imported here, on every
-    # worker, before ctx.members() builds TrialConfigs that may name their pruners:
-    #     prunerlib.plugins.load(ctx.plugins)  # spec.plugins, absolute paths; idempotent per process
-    # SweepContext itself holds plain settings dicts, so unpickling it needs no plugin.
+    from prunerlib import plugins
+
+    plugins.load(ctx.plugins)  # once per worker process; SweepContext holds plain settings only
     torch.set_num_threads(ctx.threads)
     folder = SweepFolder(ctx.storage, ctx.name)
     node = ray.get_runtime_context().get_node_id()
