@@ -1,5 +1,5 @@
 from prunerlib.population import population_key
-from prunerlib.sweep.plan import describe, grid_packs, plan_text, search_batch, slots
+from prunerlib.sweep.plan import config_text, grid_packs, plan_text, search_batch, slots
 from prunerlib.sweep.spec import parse_spec
 
 SPEC = {
@@ -43,7 +43,7 @@ def test_the_dry_run_lists_every_trial_and_the_resource_plan():
     spec = parse_spec({**SPEC, "resources": {"cpu": 2}, "max_concurrent": 8})
     text = plan_text(spec, cpus=8)
     for cfg in spec.grid:
-        assert describe(cfg) in text
+        assert config_text(cfg) in text
     assert "24 trial configuration(s) in 4 Tune trial(s) (pack_size auto)" in text  # 4 slots
     assert "2 CPU per Tune trial; 4 at once on 8 CPU(s)" in text
 

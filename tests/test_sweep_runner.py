@@ -169,14 +169,14 @@ def _break_threshold_at_half() -> None:
     """worker_process_setup_hook: a fault in the code (a KeyError) for threshold factor 0.5."""
     from prunerlib.pruners.threshold import Threshold
 
-    plan = Threshold.plan
+    decide = Threshold.decide
 
     def broken(self, ctx):
         if self.factor == 0.5:
             return {}["fc1.weight"]
-        return plan(self, ctx)
+        return decide(self, ctx)
 
-    Threshold.plan = broken
+    Threshold.decide = broken
 
 
 def test_a_fault_in_the_code_is_an_error_row_counted_apart_and_the_sweep_exits_1(tmp_path, capsys):

@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from prunerlib.cli import main
-from prunerlib.sweep.spec import Range, SpecError, load_spec, parse_spec
+from prunerlib.sweep.search_spec import Range
+from prunerlib.sweep.spec import SpecError, load_spec, parse_spec
 
 GOOD = {
     "name": "t",

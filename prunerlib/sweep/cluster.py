@@ -14,7 +14,8 @@ from typing import Any
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError
-from prunerlib.sweep.spec import SpecError, SweepSpec, seeded
+from prunerlib.sweep.checks import seeded
+from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
 from prunerlib.sweep.trainable import WORKER_ENV
 

@@ -24,7 +24,9 @@ from prunerlib import registry
 from prunerlib.config import PRETRAIN_SETTINGS, TrialConfig
 from prunerlib.registry import PRUNERS
 from prunerlib.population import members_that_fit, population_key
-from prunerlib.sweep.spec import PER_SEED, Range, SweepSpec
+from prunerlib.sweep.checks import PER_SEED
+from prunerlib.sweep.search_spec import Range
+from prunerlib.sweep.spec import SweepSpec
 
 SEARCH_ROUNDS = 4  # auto: the study gets at least this many rounds of results per slot
 
@@ -77,7 +79,7 @@ def search_batch(spec: SweepSpec, parallel: int = 1) -> int:
     return max(1, math.ceil(spec.search.num_samples / (SEARCH_ROUNDS * parallel)))
 
 
-def describe(cfg: TrialConfig) -> str:
+def config_text(cfg: TrialConfig) -> str:
     """A short name for a configuration: its pruner and the settings that make it differ."""
     parts = [cfg.pruner if cfg.pruner != "random" else f"random~{cfg.match}"]
     method = PRUNERS[cfg.mirrored_pruner]
@@ -114,10 +116,10 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> 
                      f"(pack_size {size}), seeds {list(spec.seeds)}")
         for pack in packs:
             if len(pack.members) == 1:
-                lines.append(f"  {pack.label.split()[0]}  {describe(pack.members[0])}")
+                lines.append(f"  {pack.label.split()[0]}  {config_text(pack.members[0])}")
             else:
                 lines.append(f"  {pack.label}")
-                lines.extend(f"      {describe(cfg)}" for cfg in pack.members)
+                lines.extend(f"      {config_text(cfg)}" for cfg in pack.members)
     if spec.search:
         s = spec.search
         objectives = ", ".join(f"{m} ({mode})" for m, mode in s.objectives)

@@ -274,7 +274,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
             if any((tid := TrialConfig.from_dict(m).config_hash()) not in finished or tid in rerun for m in members)]
     if resume:
         total = sum(len(members) for members in packs.values())
-        print(f"resuming from {folder.plan.name} and {len(finished)} trial file(s) of {total} configuration(s): "
+        print(f"resuming from {folder.packs_file.name} and {len(finished)} trial file(s) of {total} configuration(s): "
               f"{len(todo)} of {len(packs)} pack(s) to run" + (f", {len(rerun)} failed configuration(s) again"
                                                                if retry_failed else ""))
     if not todo:

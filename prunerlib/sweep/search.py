@@ -26,7 +26,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
-from prunerlib.sweep.spec import Range, Search, sampler_class
+from prunerlib.sweep.search_spec import Range, Search, sampler_class
 
 POINTS = "points"  # the Tune trial config key: the list of points (settings) it evaluates
 VALUES = "point_values"  # the reported key: one list of objective values per point

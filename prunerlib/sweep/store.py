@@ -44,7 +44,7 @@ class SweepFolder:
         self.journal = self.root / "optuna.journal"
         self.tune = self.root / "tune"
         self.results = self.root / "results.parquet"
-        self.plan = self.root / "packs.json"
+        self.packs_file = self.root / "packs.json"
         self._lock: ExitStack | None = None
 
     def begin(self, spec: SweepSpec, resume: bool) -> None:
@@ -101,13 +101,13 @@ class SweepFolder:
                 tmp.unlink(missing_ok=True)
 
     def save_packs(self, packs: dict[str, tuple[dict[str, Any], ...]]) -> None:
-        atomic_write(self.plan, lambda tmp: tmp.write_text(json.dumps(packs)))
+        atomic_write(self.packs_file, lambda tmp: tmp.write_text(json.dumps(packs)))
 
     def packs(self) -> dict[str, tuple[dict[str, Any], ...]] | None:
         """The packs the sweep started with, or None before it started."""
-        if not self.plan.exists():
+        if not self.packs_file.exists():
             return None
-        return {label: tuple(members) for label, members in json.loads(self.plan.read_text()).items()}
+        return {label: tuple(members) for label, members in json.loads(self.packs_file.read_text()).items()}
 
     def rows(self, trial_id: str) -> list[dict[str, Any]] | None:
         """The finished trial's rows, or None when it has not finished (or its file was

@@ -18,7 +18,7 @@ from prunerlib.errors import PrunerlibError
 from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, resolve_device
 from prunerlib.pipeline import run_pack
 from prunerlib.sweep.search import POINTS, VALUES
-from prunerlib.sweep.spec import seeded
+from prunerlib.sweep.checks import seeded
 from prunerlib.sweep.store import SweepFolder
 
 # What every Tune trial reports (means over its pack's finished configurations), besides the
