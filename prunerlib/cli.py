@@ -30,19 +30,20 @@ class _Parser(argparse.ArgumentParser):
 def _flag_value(hint: Any) -> Any:
     """How a setting's flag reads its text: as the type itself, or, for a setting that takes a
     list (conv_channels, filters_pruned, threshold_layers), 'a,b' as a list and 'a' as YAML."""
-    from prunerlib.config import _options
+    from prunerlib.values import options
 
-    options = _options(hint)
-    if any(getattr(o, "__origin__", None) is tuple for o in options):
+    choices = options(hint)
+    if any(getattr(o, "__origin__", None) is tuple for o in choices):
         return lambda text: [yaml.safe_load(item) for item in text.split(",")] if "," in text else yaml.safe_load(text)
-    return options[0] if options[0] in (int, float) else str
+    return choices[0] if choices[0] in (int, float) else str
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per trial setting (`--angle-cutoff` for angle_cutoff), TrialConfig's own grouped
     by role and each pruner's under its name: what the registry knows, the parser offers."""
     from prunerlib import registry
-    from prunerlib.config import ROLES, describe_type, setting_help, setting_hints
+    from prunerlib.config import ROLES, setting_help, setting_hints
+    from prunerlib.values import describe_type
 
     hints, texts = setting_hints(), setting_help()
     groups: dict[str, Any] = {}

@@ -17,12 +17,12 @@ import difflib
 import hashlib
 import json
 import math
-import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from prunerlib import registry
 from prunerlib.errors import ConfigError
+from prunerlib.values import check_choice, coerce, literal_choices, range_error, show
 
 Dataset = Literal["waveform", "catsdogs"]
 ModelName = Literal["ffn", "cnn"]
@@ -157,9 +157,9 @@ class TrialConfig:
         for key in raw:
             if key not in hints:
                 raise ConfigError(unknown_setting(key))
-        values = {**setting_defaults(), **{key: _coerce(key, value, hints[key]) for key, value in raw.items()}}
+        values = {**setting_defaults(), **{key: coerce(key, value, hints[key]) for key, value in raw.items()}}
         # Dataset defaults fill what is left open, then the one instance is built and validated.
-        dataset = _check_choice("dataset", values["dataset"], Dataset)
+        dataset = check_choice("dataset", values["dataset"], Dataset)
         for key, default in DATASET_DEFAULTS[dataset].items():
             if values[key] is None:
                 values[key] = default
@@ -232,7 +232,7 @@ class TrialConfig:
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value is not None and value not in choices:
-                raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))}, got {_show(value)}")
+                raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))}, got {show(value)}")
         if self.pruner not in registry.PRUNERS:
             raise ConfigError(registry.unknown("pruner", self.pruner, registry.PRUNERS, "pruner"))
         model_for = {"waveform": "ffn", "catsdogs": "cnn"}[self.dataset]
@@ -241,7 +241,7 @@ class TrialConfig:
         if self.dataset == "catsdogs" and not self.data:
             raise ConfigError("data: catsdogs needs the folder of your Dogs vs. Cats photos (--data DIR)")
         if self.dataset == "waveform" and self.attributes not in (21, 40):
-            raise ConfigError(f"attributes: must be 21 or 40, got {_show(self.attributes)}")
+            raise ConfigError(f"attributes: must be 21 or 40, got {show(self.attributes)}")
         if self.val_frac == 0:
             raise ConfigError("val_frac: must be above 0: plateau stopping, max_acc_drop and every selection "
                               "read validation accuracy (the test set is never consulted)")
@@ -252,11 +252,11 @@ class TrialConfig:
             if value is None or ((low < value) if open_low else (low <= value)) and \
                     ((value < high) if open_high else (value <= high)):
                 continue
-            _range_error(name, value, low, high, open_low, open_high)
+            range_error(name, value, low, high, open_low, open_high)
         if self.model == "cnn" and (len(self.conv_channels) != 2
                                     or not all(1 <= w <= _MAX_WIDTH for w in self.conv_channels)):
             raise ConfigError(f"conv_channels: must be two widths in [1, {_MAX_WIDTH}], "
-                              f"got {_show(list(self.conv_channels))}")
+                              f"got {show(list(self.conv_channels))}")
         if self.match is not None and self.pruner != "random":
             raise ConfigError(f"match: only a random control mirrors another pruner, not {self.pruner!r}")
         pruner = self.pruner_class
@@ -315,100 +315,13 @@ def columns_with_role(*roles: str) -> tuple[str, ...]:
     return tuple(name for name in _OWN if ROLES[name] in roles)
 
 
-def _literal_choices(hint: Any) -> tuple[Any, ...]:
-    for arg in (hint, *get_args(hint)):
-        if getattr(arg, "__origin__", None) is Literal:
-            return get_args(arg)
-    return ()
-
-
-def _check_choice(name: str, value: Any, literal: Any) -> Any:
-    if value not in get_args(literal):
-        raise ConfigError(f"{name}: must be one of {', '.join(get_args(literal))}, got {value!r}")
-    return value
-
-
-def _range_error(name: str, value: float, low: float, high: float, open_low: bool, open_high: bool) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-    lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-    raise ConfigError(f"{name}: must be in {lo}{low}, {high}{hi}, got {_show(value)}")
-
-
-def _show(value: Any) -> str:
-    """A value for a one-line message: a mistyped 400-digit number is shown by its start."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Accept what YAML and the command line produce; reject anything else by name."""
-    if value is None:
-        if type(None) in get_args(hint):
-            return None
-        raise ConfigError(f"{key}: must not be empty")
-    for option in _options(hint):
-        converted = _try_convert(value, option)
-        if converted is not _FAIL:
-            return converted
-    raise ConfigError(f"{key}: expected {describe_type(hint)}, got {_show(value)}")
-
-
-_FAIL = object()
-
-
-def _options(hint: Any) -> list[Any]:
-    return [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
-
-
-def _try_convert(value: Any, option: Any) -> Any:
-    origin = getattr(option, "__origin__", None)
-    if origin is Literal:
-        return value if value in get_args(option) else _FAIL
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return _FAIL
-        (item_type, _) = get_args(option)
-        items = [_try_convert(v, item_type) for v in value]
-        return _FAIL if any(i is _FAIL for i in items) else tuple(items)
-    if option is bool:
-        return value if isinstance(value, bool) else _FAIL
-    if option is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
-    if option is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:  # an integer beyond any float: the range check refuses it as infinite
-                return math.inf if value > 0 else -math.inf
-        return _FAIL
-    if option is str:
-        return value if isinstance(value, str) else _FAIL
-    return _FAIL
-
-
-def _is_union(hint: Any) -> bool:
-    return isinstance(hint, types.UnionType) or getattr(hint, "__origin__", None) is Union
-
-
-def describe_type(hint: Any) -> str:
-    """A type hint in words: 'none | outgoing', 'int or a list of int'."""
-    if getattr(hint, "__origin__", None) is Literal:
-        return " | ".join(map(str, get_args(hint)))
-    if getattr(hint, "__origin__", None) is tuple:
-        return f"a list of {describe_type(get_args(hint)[0])}"
-    if _is_union(hint):
-        return " or ".join(describe_type(a) for a in get_args(hint) if a is not type(None))
-    return hint.__name__
-
-
 # Resolved once: get_type_hints evaluates every annotation string, and a 10^5-configuration
 # sweep validates 10^5 configurations before it starts.
 _FIELDS = tuple(f for f in dataclasses.fields(TrialConfig) if f.name != "pruner_settings")
 _OWN = tuple(f.name for f in _FIELDS)
 _OWN_HINTS: dict[str, Any] = {name: hint for name, hint in get_type_hints(TrialConfig).items() if name in _OWN}
 _OWN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in _FIELDS}
-_CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _OWN_HINTS.items() if (c := _literal_choices(hint))}
+_CHOICES: dict[str, tuple[Any, ...]] = {name: c for name, hint in _OWN_HINTS.items() if (c := literal_choices(hint))}
 ROLES: dict[str, str] = {f.name: f.metadata["role"] for f in _FIELDS}
 _APPLIES = {f.name: f.metadata["applies"] for f in _FIELDS}
 _ONLY = {f.name: f.metadata["only"] for f in _FIELDS}

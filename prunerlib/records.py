@@ -17,7 +17,8 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prunerlib.config import _is_union, column_settings, setting_hints
+from prunerlib.config import column_settings, setting_hints
+from prunerlib.values import is_union
 from prunerlib.files import atomic_write, locked
 from prunerlib.registry import REMOVED_COLUMNS
 
@@ -51,7 +52,7 @@ _PROVENANCE = [
 
 def _arrow_type(hint: Any) -> pa.DataType:
     """A setting's column type from its type hint; a list-valued setting is written 'a,b'."""
-    options = [a for a in (get_args(hint) if _is_union(hint) else (hint,)) if a is not type(None)]
+    options = [a for a in (get_args(hint) if is_union(hint) else (hint,)) if a is not type(None)]
     if any(getattr(o, "__origin__", None) is tuple for o in options):
         return _STR
     kinds = {_PLAIN.get(o, _STR) if getattr(o, "__origin__", None) is not Literal else _STR for o in options}

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prunerlib.config import TrialConfig, _show, setting_hints, unknown_setting
+from prunerlib.config import TrialConfig, setting_hints, unknown_setting
+from prunerlib.values import show
 from prunerlib.errors import ConfigError
 
 PER_SEED = "per_seed"  # fixed.data_seed: every trial's data split is drawn from its own seed
@@ -52,7 +53,7 @@ def number(raw: Any, path: str, low: float | None = None, open_low: bool = False
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise SpecError(f"{path}: must be a number, got {kind(raw)}")
     if not (-1e300 < raw < 1e300):  # NaN and the infinities fail every range check below; huge ints overflow
-        raise SpecError(f"{path}: must be a finite number, got {_show(raw)}")
+        raise SpecError(f"{path}: must be a finite number, got {show(raw)}")
     if low is not None and (raw <= low if open_low else raw < low):
         raise SpecError(f"{path}: must be {'above' if open_low else 'at least'} {low}, got {raw}")
     return float(raw)
@@ -62,9 +63,9 @@ def integer(raw: Any, path: str, low: int | None = None, high: int | None = None
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise SpecError(f"{path}: must be an integer, got {kind(raw)}")
     if low is not None and raw < low:
-        raise SpecError(f"{path}: must be at least {low}, got {_show(raw)}")
+        raise SpecError(f"{path}: must be at least {low}, got {show(raw)}")
     if high is not None and raw > high:
-        raise SpecError(f"{path}: must be at most {high}, got {_show(raw)}")
+        raise SpecError(f"{path}: must be at most {high}, got {show(raw)}")
     return raw
 
 
