@@ -18,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prunerlib.records import to_table
+from prunerlib.records import schema, to_table
 
 _WAVEFORM = {"dataset": "waveform", "attributes": 40, "model": "ffn", "hidden": 50, "data_seed": 0,
              "activation": "sigmoid", "epochs_pretrain": 100, "epochs_finetune": 30, "batch_size": 32, "lr": 3e-4,
@@ -76,9 +77,30 @@ def handmade_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def plugin_rows() -> list[dict[str, Any]]:
+    """A user's pruner (`lowest_l2_units`, setting `units_frac`, reporting units_removed_frac) at
+    two settings beside the handmade Waveform trials, with a random control mirroring each:
+        lowest_l2_units 0.2   0.83 0.85 0.84       random as 0.2   0.80 0.81 0.79
+        lowest_l2_units 0.4   0.78 0.80 0.79       random as 0.4   0.70 0.72 0.71"""
+    rows = [r for r in handmade_rows() if r["dataset"] == "waveform"]
+    for frac, fine, rand in ((0.2, (0.83, 0.85, 0.84), (0.80, 0.81, 0.79)), (0.4, (0.78, 0.80, 0.79), (0.70, 0.72, 0.71))):
+        for seed in range(3):
+            rows += _trial(f"l2u{frac}", seed, _WAVEFORM, [fine[seed]], (0.82, 0.83, 0.81)[seed],
+                           pruner="lowest_l2_units", units_frac=frac, units_removed_frac=frac)
+            rows += _trial(f"rand-l2u{frac}", seed, _WAVEFORM, [rand[seed]], (0.82, 0.83, 0.81)[seed],
+                           pruner="random", match="lowest_l2_units", units_frac=frac, units_removed_frac=frac)
+    return rows
+
+
 def write_results(path: Path, rows: list[dict[str, Any]] | None = None, drop: tuple[str, ...] = ()) -> Path:
     """The rows as a results file, through the schema contract; `drop` removes columns, as an
-    older or foreign file might lack them."""
-    table = to_table(handmade_rows() if rows is None else rows)
+    older or foreign file might lack them. A column the schema does not know (a plugin's
+    setting, when this process has not loaded the plugin) is added after them, as a run that
+    loaded it writes it."""
+    rows = handmade_rows() if rows is None else rows
+    foreign = sorted({key for row in rows for key in row} - set(schema().names))
+    table = to_table([{k: v for k, v in row.items() if k not in foreign} for row in rows])
+    for name in foreign:
+        table = table.append_column(name, pa.array([row.get(name) for row in rows]))
     pq.write_table(table.drop_columns(list(drop)), path)
     return path

@@ -20,7 +20,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from prunerlib.analysis.labels import PRUNER_NAMES, data_label, setting_groups, setting_label, varying_columns  # noqa: E402
+from prunerlib import registry  # noqa: E402
+from prunerlib.analysis.labels import (data_label, pruner_label, pruner_rank, setting_groups, setting_label,  # noqa: E402
+                                      varying_columns)
 from prunerlib.analysis.rows import column, final_ok, finetune_budget  # noqa: E402
 from prunerlib.analysis.stats import Stats  # noqa: E402
 
@@ -31,7 +33,17 @@ STYLE: dict[str, tuple[str, str]] = {  # pruner: (colour, marker); colour-blind-
     "filters": ("tab:green", "^"),
     "none": ("0.35", "D"),
 }
+# Any other pruner (a plugin's) takes the next hue and marker, in display order.
+_MORE_STYLES = (("tab:purple", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "h"), ("tab:cyan", "*"))
 NONE_LABEL = "none control (unpruned, same epochs): mean ± std"
+
+
+def style(method: str) -> tuple[str, str]:
+    """A pruner's (colour, marker), the same in every figure."""
+    if method in STYLE:
+        return STYLE[method]
+    others = [m for m in registry.order() if m not in STYLE and not registry.PRUNERS[m].control]
+    return _MORE_STYLES[others.index(method) % len(_MORE_STYLES) if method in others else 0]
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ def _bar(stats: Stats) -> float:
 
 
 def _errorbar(ax: Axes, point: Point) -> None:
-    colour, marker = STYLE.get(point.method, ("tab:purple", "v"))
+    colour, marker = style(point.method)
     # a method that removed nothing sits on the none control: draw the method on top
     behind = point.method == "none"
     ax.errorbar(point.x.mean, point.y.mean, xerr=_bar(point.x), yerr=_bar(point.y), fmt=marker, ms=7,
@@ -162,7 +174,7 @@ def _annotate(ax: Axes, pts: Sequence[Point]) -> None:
         for dx, dy in _LABEL_OFFSETS:
             label = ax.annotate(p.label, (p.x.mean, p.y.mean), xytext=(dx, dy), textcoords="offset points",
                                 ha="left" if dx > 0 else "right", va="center", fontsize=7,
-                                color=STYLE.get(p.method, ("0.2", ""))[0], bbox=_LABEL_BOX, zorder=5)
+                                color=style(p.method)[0], bbox=_LABEL_BOX, zorder=5)
             label.set_in_layout(False)
             box = label.get_window_extent(renderer)
             fits = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
@@ -173,7 +185,7 @@ def _annotate(ax: Axes, pts: Sequence[Point]) -> None:
         else:  # nowhere free: the first spot, overlapping, beats losing the label
             dx, dy = _LABEL_OFFSETS[0]
             ax.annotate(p.label, (p.x.mean, p.y.mean), xytext=(dx, dy), textcoords="offset points", va="center",
-                        fontsize=7, color=STYLE.get(p.method, ("0.2", ""))[0], bbox=_LABEL_BOX,
+                        fontsize=7, color=style(p.method)[0], bbox=_LABEL_BOX,
                         zorder=5).set_in_layout(False)
 
 
@@ -194,8 +206,8 @@ def _draw_panel(ax: Axes, title: str, pts: Sequence[Point], log_x: bool) -> None
 
 
 def _legend(fig: plt.Figure, methods: set[str], has_random: bool, has_none: bool, columns: int) -> None:
-    handles = [Line2D([], [], color=STYLE[m][0], marker=STYLE[m][1], ls="", ms=7, label=PRUNER_NAMES[m])
-               for m in ("distinctiveness", "threshold", "filters") if m in methods]
+    handles = [Line2D([], [], color=style(m)[0], marker=style(m)[1], ls="", ms=7, label=pruner_label(m))
+               for m in sorted(methods, key=lambda m: (pruner_rank(m), m))]
     if has_random:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="", ms=7,
                               label="random control (hollow; marker of the pruner it mirrors)"))
@@ -285,9 +297,9 @@ def per_cycle(rows_all: pd.DataFrame, path: Path) -> None:
             first = group.iloc[0]
             random = first["pruner"] == "random"
             method = mirrored_pruner(first)
-            colour, marker = STYLE.get(method, ("tab:purple", "v"))
+            colour, marker = style(method)
             series = _cycle_series(ok[ok["trial_id"].isin(group["trial_id"])])
-            name = f"{PRUNER_NAMES.get(first['pruner'], first['pruner'])}, {setting_label(first)}"
+            name = f"{pruner_label(first['pruner'])}, {setting_label(first)}"
             for ax, value in zip(column_axes, ("acc", "removed")):
                 ax.errorbar(series["cycle"], series[value], yerr=series[f"{value}_sd"].fillna(0), marker=marker,
                             color=colour, mfc="white" if random else colour, ls="--" if random else "-",

@@ -9,15 +9,28 @@ from typing import Any
 
 import pandas as pd
 
-from prunerlib.analysis.columns import SETTING_COLUMNS, TRAINING_COLUMNS
+from prunerlib import registry
+from prunerlib.analysis.columns import SCHEDULE_COLUMNS, TRAINING_COLUMNS, foreign_columns, setting_columns
 from prunerlib.analysis.rows import as_text, row_key
 from prunerlib.analysis.stats import Stats
 
-
-PRUNER_NAMES = {"distinctiveness": "Distinctiveness", "threshold": "Threshold", "filters": "Filters only",
-                "none": "none", "random": "random"}
-PRUNER_ORDER = ("distinctiveness", "threshold", "filters", "random", "none")
 DATASET_NAMES = {"waveform": "Waveform", "catsdogs": "Dogs vs. Cats"}
+
+
+def pruner_label(name: Any) -> str:
+    """A pruner's name in tables and figures: its registered label, or its name when this
+    process has not loaded it (a plugin's rows)."""
+    cls = registry.PRUNERS.get(name)
+    return cls.label if cls is not None else str(name)
+
+
+def pruner_rank(name: Any) -> tuple[int, int]:
+    """Display order: the methods as registered, then those this process has not loaded (a
+    plugin's rows), then the controls."""
+    order = registry.order()
+    if name not in order:
+        return 1, 0
+    return 2 if registry.PRUNERS[name].control else 0, order.index(name)
 
 
 # --------------------------------------------------------------------------- setting labels and groups
@@ -25,31 +38,65 @@ def _num(value: Any) -> str:
     return f"{float(value):g}"
 
 
-def setting_label(row: pd.Series, extra: Sequence[str] = ()) -> str:
-    """A short human label for a trial's setting, e.g. '15°', '×1 mean_abs', 'filters 50% (l1)'."""
-    method = row.get("match") if row["pruner"] == "random" else row["pruner"]
-    parts = []
-    if method == "distinctiveness" and as_text(row.get("angle_cutoff")):
-        parts.append(f"{_num(row['angle_cutoff'])}°")
-        if as_text(row.get("merge")) not in ("", "none"):
-            parts.append(f"merge {row['merge']}")
-        if row.get("remove_constant") is True:
-            parts.append("remove constant")
-    if method == "threshold" and as_text(row.get("threshold_factor")):
-        parts.append(f"×{_num(row['threshold_factor'])} {as_text(row.get('threshold_stat'))}".strip())
-        if as_text(row.get("threshold_layers")) not in ("", "hidden"):
-            parts.append(f"layers {row['threshold_layers']}")
+def _distinctiveness(row: pd.Series) -> list[str]:
+    if not as_text(row.get("angle_cutoff")):
+        return []
+    parts = [f"{_num(row['angle_cutoff'])}°"]
+    if as_text(row.get("merge")) not in ("", "none"):
+        parts.append(f"merge {row['merge']}")
+    if row.get("remove_constant") is True:
+        parts.append("remove constant")
+    return parts
+
+
+def _threshold(row: pd.Series) -> list[str]:
+    if not as_text(row.get("threshold_factor")):
+        return []
+    parts = [f"×{_num(row['threshold_factor'])} {as_text(row.get('threshold_stat'))}".strip()]
+    if as_text(row.get("threshold_layers")) not in ("", "hidden"):
+        parts.append(f"layers {row['threshold_layers']}")
+    return parts
+
+
+def _filters(row: pd.Series) -> list[str]:
     if as_text(row.get("filters_frac")):
-        parts.append(f"filters {100 * float(row['filters_frac']):g}% ({as_text(row.get('filter_criterion'))})")
-    elif as_text(row.get("filters_pruned")):
-        parts.append(f"filters {row['filters_pruned']} ({as_text(row.get('filter_criterion'))})")
+        return [f"filters {100 * float(row['filters_frac']):g}% ({as_text(row.get('filter_criterion'))})"]
+    if as_text(row.get("filters_pruned")):
+        return [f"filters {row['filters_pruned']} ({as_text(row.get('filter_criterion'))})"]
+    return []
+
+
+# The paper's notation for the built-in pruners' settings ('15°', '×1 mean_abs', 'filters 50%
+# (l1)'); any other pruner's settings read 'label value', from the registry.
+_NOTATION = {"distinctiveness": _distinctiveness, "threshold": _threshold, "filters": _filters}
+
+
+def _settings_words(name: Any, row: pd.Series) -> list[str]:
+    if name in _NOTATION:
+        return _NOTATION[name](row)
+    cls = registry.PRUNERS.get(name)
+    if cls is not None:
+        shown = [(s.label or s.name, s.name) for s in cls.settings]
+    else:  # not loaded here: its settings are the columns this prunerlib does not know
+        shown = [(column, column) for column in foreign_columns(row.index)]
+    return [f"{label} {as_text(row.get(column))}" for label, column in shown if as_text(row.get(column))]
+
+
+def setting_label(row: pd.Series, extra: Sequence[str] = ()) -> str:
+    """A short human label for a trial's setting, e.g. '15°', '×1 mean_abs', 'filters 50% (l1)':
+    its pruner's settings (for a random control, those of the pruner it mirrors), then those of
+    the companions (filter ranking) the trial adds, then the `extra` columns."""
+    method = row.get("match") if row["pruner"] == "random" else row["pruner"]
+    parts = _settings_words(method, row) if as_text(method) else []
+    for companion in registry.companions():
+        if companion.name != method:
+            parts += _settings_words(companion.name, row)
     parts += [f"{name}={as_text(row.get(name))}" for name in extra]
     label = ", ".join(parts) or "—"
     return f"as {method}: {label}" if row["pruner"] == "random" else label
 
 
-def varying_columns(rows: pd.DataFrame, columns: Sequence[str] = (*TRAINING_COLUMNS, "cycles", "max_acc_drop",
-                                                                    "epochs_finetune")) -> list[str]:
+def varying_columns(rows: pd.DataFrame, columns: Sequence[str] = (*TRAINING_COLUMNS, *SCHEDULE_COLUMNS)) -> list[str]:
     """Columns among `columns` that take more than one value (null counts as a value)."""
     return [c for c in columns if c in rows.columns and row_key(rows, (c,)).nunique() > 1]
 
@@ -58,7 +105,7 @@ def setting_groups(ok: pd.DataFrame) -> list[pd.DataFrame]:
     """The rows split into settings (everything but the seeds), in table order."""
     if ok.empty:
         return []
-    keys = row_key(ok, ("dataset", "attributes", "pruner", "match", *SETTING_COLUMNS))
+    keys = row_key(ok, ("dataset", "attributes", "pruner", "match", *setting_columns(ok)))
     groups = [rows for _, rows in ok.groupby(keys, sort=False)]
 
     def order(rows: pd.DataFrame) -> tuple[Any, ...]:
@@ -67,7 +114,7 @@ def setting_groups(ok: pd.DataFrame) -> list[pd.DataFrame]:
         return (
             list(DATASET_NAMES).index(first["dataset"]) if first["dataset"] in DATASET_NAMES else 99,
             -(attributes if as_text(attributes) else 0),
-            PRUNER_ORDER.index(first["pruner"]) if first["pruner"] in PRUNER_ORDER else 99,
+            pruner_rank(first["pruner"]),
             as_text(first.get("match")),
             setting_label(first),
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from prunerlib.analysis.columns import MIRRORED_COLUMNS, PAIR_COLUMNS
+from prunerlib.analysis.columns import PAIR_COLUMNS, mirrored_columns
 from prunerlib.analysis.rows import column, finetune_budget, row_key
 
 
@@ -67,9 +67,10 @@ def random_controls(ok: pd.DataFrame, method: pd.DataFrame) -> pd.DataFrame:
     if method.empty:
         return method
     randoms = ok[ok["pruner"].eq("random") & column(ok, "match").isin(method["pruner"].unique())]
-    settings = set(row_key(method, ("pruner", *MIRRORED_COLUMNS)))
+    mirrored = ("pruner", *mirrored_columns(ok))
+    settings = set(row_key(method, mirrored))
     randoms_as = randoms.assign(pruner=column(randoms, "match"))
-    return randoms[row_key(randoms_as, ("pruner", *MIRRORED_COLUMNS)).isin(settings)]
+    return randoms[row_key(randoms_as, mirrored).isin(settings)]
 
 
 def _paired_rows(pairs: Sequence[Pair]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunerlib.analysis.columns import SETTING_COLUMNS
+from prunerlib.analysis.columns import setting_columns
 from prunerlib.analysis.labels import DATASET_NAMES
 from prunerlib.analysis.results import Results
 from prunerlib.analysis.rows import as_text, column, final_ok
@@ -44,7 +44,7 @@ def settings_lines(ok: pd.DataFrame) -> list[str]:
     lines = []
     for dataset, rows in ok.groupby("dataset"):
         fixed, varied = [], []
-        for name in ("attributes", "data_seed", *SETTING_COLUMNS):
+        for name in ("attributes", "data_seed", *setting_columns(rows)):
             values = _values(rows, name)
             if len(values) == 1:
                 fixed.append(f"{name}={values[0]}")

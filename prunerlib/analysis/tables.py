@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from prunerlib.analysis.columns import SETTING_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from prunerlib import registry
+from prunerlib.analysis.columns import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, setting_columns
 from prunerlib.analysis.coverage import SEED_AND_SPLIT, SEED_ONLY, TEST_SAMPLE, coverage_note, covers, n_test
-from prunerlib.analysis.labels import PRUNER_NAMES, as_text, fmt, fmt_signed, fmt_stats, setting_label, varying_columns
+from prunerlib.analysis.labels import as_text, fmt, fmt_signed, fmt_stats, pruner_label, setting_label, varying_columns
 from prunerlib.analysis.pairing import Arms
 from prunerlib.analysis.published import PAPER_SETTINGS, published
 from prunerlib.analysis.rows import MissingData, column, final_ok, require, row_key, select
@@ -58,7 +59,7 @@ def _one_setting(rows: pd.DataFrame, label: str) -> tuple[pd.DataFrame, tuple[st
     varying = tuple(varying_columns(rows))
     if not varying:
         return rows, (), ()
-    keys = row_key(rows, SETTING_COLUMNS)
+    keys = row_key(rows, setting_columns(rows))
     sizes = keys.value_counts()
     chosen = min(sizes.index, key=lambda key: (-sizes[key], key))
     note = (f"{label}: {sizes.size} settings match, differing in {', '.join(varying)}; the one with the most "
@@ -79,7 +80,7 @@ def waveform_cells(ok: pd.DataFrame) -> list[Cell]:
                       f"({_paper_setting_words(method)})")
             rows = select(ok, {"dataset": "waveform", "attributes": attributes, "pruner": method,
                                **PAPER_SETTINGS[method]})
-            label = PRUNER_NAMES[method]
+            label = pruner_label(method)
             rows, extra, notes = _one_setting(rows, f"{attributes} attr., {label}")
             cells.append(Cell(attributes, method, label, rows, wanted, notes, extra))
     return cells
@@ -240,8 +241,6 @@ def table1(df: pd.DataFrame) -> Table:
                  _display(data, ("Attr.", "Stage", "Method", "Setting")), notes)
 
 
-_REMOVED_MEASURE = {"distinctiveness": ("units_removed_frac", "hidden units"),
-                    "threshold": ("weights_removed_frac", "incoming weights of the hidden layer")}
 
 
 def table2(df: pd.DataFrame) -> Table:
@@ -251,7 +250,8 @@ def table2(df: pd.DataFrame) -> Table:
     _require_rows(cells, "Table 2", "Waveform distinctiveness or threshold at the paper's settings")
     records = []
     for cell in cells:
-        value, measure = _REMOVED_MEASURE[cell.method]
+        pruner = registry.PRUNERS[cell.method]
+        value, measure = pruner.removes, pruner.removed_what
         lead = {"Attr.": cell.attributes, "Method": cell.label, "Setting": cell.setting, "Share of": measure}
         paper = published("table2", cell.attributes, "removed", cell.method)
         records.append(_cell_record(lead, cell, value, paper, ok))
