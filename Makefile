@@ -28,7 +28,7 @@ test: $(VENV)/.installed
 paper: $(VENV)/.installed
 	$(BIN)/prunerlib sweep sweeps/paper_waveform.yaml $(if $(wildcard runs/paper_waveform/spec.yaml),--resume)
 	$(BIN)/prunerlib sweep sweeps/paper_cnn.yaml $(if $(wildcard runs/paper_cnn/spec.yaml),--resume) --set data=$(abspath $(CATSDOGS))
-	$(BIN)/python analysis/report.py runs/paper_waveform/results.parquet runs/paper_cnn/results.parquet --out runs/paper_report
+	$(BIN)/prunerlib report runs/paper_waveform/results.parquet runs/paper_cnn/results.parquet --out runs/paper_report
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,9 +15,8 @@ from tests.analysis_rows import handmade_rows, write_results
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 
 
-def script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ANALYSIS / name), *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ANALYSIS / name), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +157,13 @@ def _running_sweep(storage: Path, rows: list[dict]) -> SweepFolder:
     return folder
 
 
-def test_a_running_sweeps_trials_folder_reports_from_any_directory_as_its_results_file_would(report, tmp_path):
+def test_prunerlib_report_on_a_running_sweeps_trials_folder_from_any_directory_reads_as_its_results_file(report, tmp_path):
     out_of_file, _ = report
     _running_sweep(tmp_path / "storage", handmade_rows())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = script("report.py", "../storage/handmade/trials", "--out", "out", cwd=elsewhere)
+    done = subprocess.run([sys.executable, "-m", "prunerlib.cli", "report", "../storage/handmade/trials", "--out", "out"],
+                          capture_output=True, text=True, timeout=120, cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "out/report.md"
     for name in ("table1", "table2", "table3", "comparison", "all_settings"):
