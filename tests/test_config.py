@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from prunerlib.config import TrialConfig
@@ -100,3 +102,79 @@ def test_an_empty_validation_slice_is_refused_even_with_fixed_pretraining():
     with pytest.raises(ConfigError, match="^val_frac: .*validation"):
         TrialConfig.from_dict({"val_frac": 0, "pretrain_stop": "fixed"})
 
+
+
+# --------------------------------------------------------------------------- settings know their role
+def _changed(cfg: TrialConfig, name: str) -> TrialConfig:
+    """`cfg` with setting `name` moved to another valid value."""
+    other = {"dataset": "waveform", "data": "/other/waveform.data", "attributes": 21, "n": 700, "test_frac": 0.3,
+             "val_frac": 0.2, "data_seed": 3, "train_per_class": 7, "test_per_class": 5, "image_size": 20,
+             "model": "ffn", "hidden": 9, "activation": "tanh", "conv_channels": [3, 5], "pruner": "threshold",
+             "match": None, "distinct_max_patterns": 99, "cycles": 2, "max_acc_drop": 0.1, "seed": 4,
+             "epochs_pretrain": 7, "pretrain_stop": "fixed", "patience": 9, "min_delta": 0.2,
+             "epochs_finetune": 4, "batch_size": 8, "lr": 0.02, "optimizer": "sgd", "momentum": 0.5,
+             "weight_decay": 0.01, "device": "cpu", "exact": True}
+    changed = cfg.replace(**{name: other[name]})
+    assert changed.to_dict()[name] != cfg.to_dict()[name], name
+    return changed
+
+
+def test_every_setting_has_a_role():
+    from prunerlib.config import _ROLE_RULES, POPULATION_SETTINGS, PRETRAIN_SETTINGS, ROLES
+
+    fields = [f.name for f in dataclasses.fields(TrialConfig) if f.name != "pruner_settings"]
+    assert sorted(ROLES) == sorted(fields) and all(ROLES[name] in _ROLE_RULES for name in fields)
+    assert {"seed", "lr", "hidden", "n", "batch_size"} <= set(PRETRAIN_SETTINGS)
+    assert {"hidden", "batch_size", "epochs_finetune", "device"} <= set(POPULATION_SETTINGS)
+
+
+def test_a_setting_left_out_of_the_pretrain_key_cannot_change_the_pretrained_model(tmp_path):
+    """The dangerous direction: a setting outside the key that changed pretraining would make
+    two configurations share a model only one of them should have."""
+    import torch
+
+    from prunerlib import registry
+    from prunerlib.config import PRETRAIN_SETTINGS
+    from prunerlib.datasets import load_data
+    from prunerlib.pretrained import load_or_pretrain
+
+    def pretrained(cfg: TrialConfig, store: str) -> dict:
+        model, _ = load_or_pretrain(cfg, load_data(cfg), tmp_path / store, torch.device("cpu"), False)
+        return model.state_dict()
+
+    base = TrialConfig.from_dict({"pruner": "none", "n": 300, "epochs_pretrain": 2, "pretrain_stop": "fixed"})
+    reference = pretrained(base, "base")
+    outside = [n for n in base.to_dict() if n not in PRETRAIN_SETTINGS and n not in ("dataset", "model", "match")]
+    assert {"cycles", "epochs_finetune", "distinct_max_patterns", "angle_cutoff"} <= set(outside)
+    for name in outside:
+        if registry.setting_owner(name):  # a pruner's setting: its owner must be the trial's pruner
+            changed = base.replace(pruner=registry.setting_owner(name)) if registry.PRUNERS[
+                registry.setting_owner(name)].models != ("cnn",) else None
+            if changed is None:
+                continue
+            changed = changed.replace(**{name: _other_value(name)})
+        else:
+            changed = _changed(base, name)
+        assert changed.pretrain_key() == base.pretrain_key(), name
+        weights = pretrained(changed, name)
+        assert all(torch.equal(weights[k], reference[k]) for k in reference), name
+
+
+def _other_value(name: str):
+    return {"angle_cutoff": 30.0, "merge": "outgoing", "remove_constant": True, "threshold_factor": 0.5,
+            "threshold_stat": "std", "threshold_layers": "all_linear", "units_frac": 0.4}[name]
+
+
+def test_every_setting_that_changes_the_result_is_a_column():
+    from prunerlib import registry
+    from prunerlib.config import column_settings
+    from prunerlib.records import columns
+
+    base = TrialConfig.from_dict({"pruner": "none", "data": "/some/waveform.data"})
+    for name in base.to_dict():
+        if name in ("dataset", "model", "match") or registry.setting_owner(name):
+            continue
+        if _changed(base, name).config_hash() != base.config_hash() and name != "device":  # the row's device says what ran
+            assert name in column_settings() and name in columns(), name
+    assert "distinct_max_patterns" in columns()
+    assert set(registry.settings()) <= set(columns())
