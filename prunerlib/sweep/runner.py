@@ -24,6 +24,7 @@ from typing import Any
 from ray.tune.stopper import Stopper
 
 from prunerlib.config import TrialConfig
+from prunerlib.files import atomic_write
 from prunerlib.sweep.cluster import check_cluster, connect
 from prunerlib.sweep.plan import grid_packs, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
@@ -296,6 +297,7 @@ def _keep_readable_journal(journal: Path) -> None:
         if not line.endswith(b"\n"):
             break
         good.append(line)
-    journal.write_bytes(b"".join(good))
+    # A crash here must not leave a half-written journal that is again unreadable.
+    atomic_write(journal, lambda tmp: tmp.write_bytes(b"".join(good)))
     print(f"{journal} was unreadable after line {len(good)}: kept those lines, moved the file aside to {aside.name}",
           file=sys.stderr)
