@@ -30,6 +30,8 @@ def add_report_parser(subcommands: Any) -> argparse.ArgumentParser:
     """`prunerlib report RESULTS... --out DIR`, added to the CLI's subcommands."""
     parser = subcommands.add_parser("report", help="tables, figures and report.md from result files",
                                     description="Tables, figures and report.md from result Parquet files or sweep folders.")
+    parser.add_argument("--plugin", action="append", default=[], metavar="PATH.py",
+                        help="a pruner file whose rows the results hold, for its labels (repeatable)")
     return _arguments(parser, "folder for report.md, tables and figures")
 
 

@@ -2,7 +2,8 @@
 `Pruner` for a complete example). What a pruner decides, `surgery` carries out."""
 
 from prunerlib.config import TrialConfig
-from prunerlib.pruners import distinctiveness, filters, none, random_control, threshold  # noqa: F401  (registers)
+# Registration order is display order (the methods in the paper's order, then the controls).
+from prunerlib.pruners import distinctiveness, threshold, filters, none, random_control  # noqa: F401,I001
 from prunerlib.pruners.base import MethodStep, PruneContext, Pruner, capture, register
 from prunerlib.pruners.filters import CRITERIA, FilterRanking
 from prunerlib.registry import PRUNERS, Setting
