@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prunerlib.errors import DataError
 from prunerlib.files import TEMPORARIES
+from prunerlib.sweep.store import gather
 
 # Without these no table, figure or report can say anything; other columns are needed only
 # by some tables, which are skipped (naming the column) when it is absent.
@@ -72,14 +72,7 @@ def latest_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ResultsError(f"{path}: no such results file")
-    try:
-        frame = pd.read_parquet(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ResultsError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
-    missing = [column for column in CORE_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing required column(s) {', '.join(missing)}")
-    return frame
+    return _read_table(path).to_pandas()
 
 
 def _temporary(path: Path) -> bool:
@@ -97,15 +90,11 @@ def _read_folder(path: Path) -> pd.DataFrame:
     files = [f for f in sorted(trials.glob("*.parquet")) if not f.name.startswith(".")]
     tables = [table for table in map(_read_table, files) if table is not None]
     consolidated = path / "results.parquet"
-    if trials != path and consolidated.is_file() and (old := _read_table(consolidated)) is not None:
-        seen = pa.array(sorted({i for table in tables for i in table.column("trial_id").to_pylist()}), pa.string())
-        tables.insert(0, old.filter(pc.invert(pc.is_in(old.column("trial_id"), value_set=seen))))
-    if not tables:
+    old = _read_table(consolidated) if trials != path and consolidated.is_file() else None
+    if not tables and (old is None or not len(old)):
         raise ResultsError(f"{path}: no result files in this folder (a sweep folder's trials/ fills as its trials "
                            "finish)")
-    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    return (frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
-            .reset_index(drop=True))
+    return gather(tables, old)
 
 
 def _read_table(path: Path) -> pa.Table | None:
@@ -114,7 +103,7 @@ def _read_table(path: Path) -> pa.Table | None:
         table = pq.read_table(path)
     except FileNotFoundError:
         return None
-    except (pa.ArrowException, OSError, ValueError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # the analysis reads; it moves nothing aside
         raise ResultsError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
     missing = [column for column in CORE_COLUMNS if column not in table.column_names]
     if missing:

@@ -135,19 +135,16 @@ class SweepFolder:
         A configuration the previous results.parquet held but no trial file holds any more is
         kept from it: the results file never shrinks."""
         tables = [t for t in (self._read(f) for f in sorted(self.trials.glob("*.parquet"))) if t is not None]
-        table = concat(tables) if tables else schema().empty_table()
-        frame = table.to_pandas()
+        old = None
         if self.results.exists():
             try:
-                old = conform(pq.read_table(self.results)).to_pandas()
+                old = pq.read_table(self.results)
             except (pa.ArrowException, OSError, ValueError):
                 old = None  # derived data: the trial files are the record
-            if old is not None:
-                frame = pd.concat([old[~old["trial_id"].isin(frame["trial_id"])], frame]) if len(old) else frame
-        frame = frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
+        frame = gather(tables, old)
         out = conform(pa.Table.from_pandas(frame, preserve_index=False))
         atomic_write(self.results, lambda tmp: pq.write_table(out, tmp))
-        return frame.reset_index(drop=True)
+        return frame
 
     def _read(self, path: Path) -> pa.Table | None:
         try:
@@ -167,3 +164,16 @@ class SweepFolder:
     def _trial_file(self, trial_id: str) -> Path:
         return self.trials / f"{trial_id}.parquet"
 
+
+
+def gather(trial_tables: list[pa.Table], results: pa.Table | None = None) -> pd.DataFrame:
+    """A sweep's rows from its trial files' tables and its previous results file: every trial
+    file's rows, then what the results file holds of trials no file holds any more; each
+    (trial, cycle) once, in trial order. What `consolidate` writes, and what the analysis
+    reads of a sweep folder, running or finished."""
+    frame = (concat(trial_tables) if trial_tables else schema().empty_table()).to_pandas()
+    if results is not None and len(results):
+        old = conform(results).to_pandas()
+        frame = pd.concat([old[~old["trial_id"].isin(frame["trial_id"])], frame])
+    frame = frame.drop_duplicates(["trial_id", "cycle"], keep="last").sort_values(["trial_id", "cycle"])
+    return frame.reset_index(drop=True)
