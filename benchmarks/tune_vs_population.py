@@ -32,7 +32,7 @@ from prunerlib.datasets import load_data
 from prunerlib.models import build_model
 from prunerlib.pretrained import load_or_pretrain
 from prunerlib.sweep.plan import Pack, grid_packs
-from prunerlib.sweep.runner import SweepContext, pack_trial
+from prunerlib.sweep.trainable import SweepContext, pack_trial
 from prunerlib.sweep.spec import SweepSpec, load_spec
 from prunerlib.sweep.store import SweepFolder
 

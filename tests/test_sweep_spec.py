@@ -262,7 +262,7 @@ def test_a_search_optimises_validation_accuracy_with_the_samplers_own_options():
 
 
 def test_data_seed_per_seed_gives_every_seed_its_own_split_in_grids_and_searches():
-    from prunerlib.sweep.runner import SweepContext
+    from prunerlib.sweep.trainable import SweepContext
     from prunerlib.sweep.search import POINTS
 
     grid = parse_spec(with_(fixed__data_seed="per_seed"))

@@ -60,7 +60,7 @@ def check_cluster(spec: SweepSpec, folder: SweepFolder, remote: bool, interrupte
     if spec.cpu > best_cpu:
         raise SpecError(f"resources.cpu: {spec.cpu:g} CPUs per trial, but no node has more than {best_cpu:g}")
     if remote:
-        _check_shared_storage(folder, nodes)
+        _check_shared_storage(folder, nodes, spec.plugins)
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -176,7 +176,9 @@ def _probe_gpu(settings: list[dict[str, Any]], share: float, plugin_files: tuple
                       for s in settings]}
 
 
-def _check_shared_storage(folder: SweepFolder, nodes: list[dict[str, Any]]) -> None:
+def _check_shared_storage(folder: SweepFolder, nodes: list[dict[str, Any]], plugin_files: tuple[str, ...]) -> None:
+    """Every node must see the sweep folder and the spec's plugin files at the same paths: a
+    node that cannot would fail each trial it is given, after Tune's retries."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -184,19 +186,21 @@ def _check_shared_storage(folder: SweepFolder, nodes: list[dict[str, Any]]) -> N
     marker.write_text("visible")
 
     @ray.remote(num_cpus=0)
-    def sees(path: str) -> bool:
-        return os.path.exists(path)
+    def missing(paths: list[str]) -> list[str]:
+        return [path for path in paths if not os.path.exists(path)]
 
     try:
-        checks = {
-            node["NodeID"]: sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(str(marker))
-            for node in nodes
-        }
-        blind = [f"{node_id[:8]} ({node.get('NodeManagerAddress')})" for (node_id, ref), node in zip(checks.items(), nodes)
-                 if not ray.get(ref, timeout=120)]
+        checks = [missing.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                  .remote([str(marker), *plugin_files]) for node in nodes]
+        answers = [(f"{node['NodeID'][:8]} ({node.get('NodeManagerAddress')})", ray.get(ref, timeout=120))
+                   for node, ref in zip(nodes, checks)]
     finally:
         marker.unlink(missing_ok=True)
+    blind = [name for name, gone in answers if str(marker) in gone]
     if blind:
         raise SpecError(f"storage: {folder.root.parent} is not visible from node(s) {', '.join(blind)}; a multi-node "
                         f"sweep needs a folder every node shares (an NFS mount, say) at the same path")
+    for name, gone in answers:
+        if gone:
+            raise SpecError(f"plugins: {gone[0]} is not on node {name}; put plugin files on storage every node "
+                            f"shares, at the same path")

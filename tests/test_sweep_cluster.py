@@ -1,0 +1,51 @@
+"""Joining a real Ray cluster (`ray start`ed processes): what the sweep checks before any trial."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.ray_cluster import local_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The driver reads the plugin when it parses the spec; then the file is gone, as it is on a node
+# whose file system lacks it. (One machine has one file system: the order stands in for a node.)
+DRIVER = """
+import sys
+from pathlib import Path
+from prunerlib.sweep.cluster import check_cluster, connect
+from prunerlib.sweep.spec import SpecError, parse_spec
+from prunerlib.sweep.store import SweepFolder
+
+address, plugin, storage = sys.argv[1:]
+spec = parse_spec({"name": "plugged", "plugins": [plugin], "fixed": {"dataset": "waveform"}, "seeds": [0],
+                   "grid": [{"pruner": "lowest_l2_units"}]})
+folder = SweepFolder(storage, spec.name)
+folder.root.mkdir(parents=True)
+connect(address)
+check_cluster(spec, folder, remote=True, interrupted=lambda: False)
+print("every node sees it")
+Path(plugin).unlink()
+try:
+    check_cluster(spec, folder, remote=True, interrupted=lambda: False)
+except SpecError as exc:
+    print(exc)
+print(sorted(p.name for p in folder.root.iterdir()))
+"""
+
+
+def test_a_plugin_file_a_node_cannot_see_is_refused_before_any_trial(tmp_path):
+    plugin = tmp_path / "shared" / "l2.py"
+    plugin.parent.mkdir()
+    shutil.copy(ROOT / "examples" / "custom_pruner.py", plugin)
+    with local_cluster() as cluster:
+        cluster.start_head()
+        result = subprocess.run([sys.executable, "-c", DRIVER, cluster.address, str(plugin), str(tmp_path / "shared")],
+                                capture_output=True, text=True, env=cluster.env, timeout=300, cwd=ROOT)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and lines[0] == "every node sees it", result.stdout + result.stderr[-2000:]
+    assert lines[1].startswith(f"plugins: {plugin} is not on node ") and "same path" in lines[1]
+    assert lines[2] == "[]"  # the storage probe cleaned up after itself
