@@ -29,9 +29,9 @@ from prunerlib.training import train
 
 log = logging.getLogger("prunerlib.population")
 
-# On CPU, caches rather than memory bound a population: past ~100 FFN members (~10 MB) a
-# step stops getting cheaper per member, and a CNN population of 32 (~500 MB) trains slower
-# per member than one of 16 (one thread: 0.39 against 0.34 s per model-epoch).
+# On CPU, caches rather than memory bound a population: past about a hundred FFN members a
+# step stops getting cheaper per member, and a CNN population of 32 trains slower per member
+# than one of 16 (measured: benchmarks/README.md).
 _CPU_CAP = 128
 _CPU_BUDGET = 256 * 2**20
 
