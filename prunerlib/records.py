@@ -66,14 +66,14 @@ def schema() -> pa.Schema:
     """The result columns (SPEC §6): identity, every setting (TrialConfig's own and each
     registered pruner's), outcomes, provenance. A plugin's pruner adds its settings' columns."""
     hints = setting_hints()
-    count = len(hints)
-    if _SCHEMA_CACHE.get(count) is None:
+    key = tuple(hints)  # the settings known now: a plugin loaded later adds its own
+    if key not in _SCHEMA_CACHE:
         settings = [(name, _arrow_type(hints[name])) for name in column_settings()]
-        _SCHEMA_CACHE[count] = pa.schema(_IDENTITY + settings + _OUTCOMES + _PROVENANCE)
-    return _SCHEMA_CACHE[count]
+        _SCHEMA_CACHE[key] = pa.schema(_IDENTITY + settings + _OUTCOMES + _PROVENANCE)
+    return _SCHEMA_CACHE[key]
 
 
-_SCHEMA_CACHE: dict[int, pa.Schema] = {}
+_SCHEMA_CACHE: dict[tuple[str, ...], pa.Schema] = {}
 
 
 def conform(table: pa.Table) -> pa.Table:

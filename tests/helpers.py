@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -37,3 +39,21 @@ def small_ffn(in_features: int = 8, hidden: int = 6, seed: int = 0) -> FFN:
 def small_cnn(seed: int = 0) -> CNN:
     torch.manual_seed(seed)
     return CNN((6, 8), hidden=10, classes=2)
+
+
+@contextmanager
+def registry_without(name: str) -> Iterator[None]:
+    """The pruner registry with pruner `name` (and its settings) set aside, all of it restored
+    after: what a process that never loaded that plugin sees."""
+    from prunerlib import registry
+
+    saved = [dict(registry.PRUNERS), dict(registry._OWNER), dict(registry._SETTINGS), set(registry._BUILTIN)]
+    registry.PRUNERS.pop(name, None)
+    for setting in [s for s, owner in registry._OWNER.items() if owner == name]:
+        del registry._OWNER[setting], registry._SETTINGS[setting]
+    try:
+        yield
+    finally:
+        for live, before in zip((registry.PRUNERS, registry._OWNER, registry._SETTINGS, registry._BUILTIN), saved):
+            live.clear()
+            live.update(before)

@@ -12,6 +12,7 @@ from prunerlib.analysis.pairing import Arms, paired_differences
 from prunerlib.analysis.rows import final_ok
 from prunerlib.registry import Setting
 from tests.analysis_rows import plugin_rows, write_results
+from tests.helpers import registry_without
 
 
 class LowestL2Units:
@@ -32,18 +33,14 @@ class LowestL2Units:
 @pytest.fixture(params=["registered", "not loaded"])
 def plugin(request):
     """(label, setting label) the report shows: the registry's when the plugin is loaded in the
-    report's process; its name and its column's otherwise."""
-    if request.param == "not loaded":
-        yield "lowest_l2_units", "units_frac"
-        return
-    saved = dict(registry.PRUNERS), dict(registry._OWNER), dict(registry._SETTINGS)
-    registry.add(LowestL2Units)
-    try:
+    report's process; its name and its column's otherwise. (Other tests of the session may have
+    loaded the real plugin: it is set aside here, and put back.)"""
+    with registry_without("lowest_l2_units"):
+        if request.param == "not loaded":
+            yield "lowest_l2_units", "units_frac"
+            return
+        registry.add(LowestL2Units)
         yield "Lowest-L2 units", "frac"
-    finally:
-        for live, before in zip((registry.PRUNERS, registry._OWNER, registry._SETTINGS), saved):
-            live.clear()
-            live.update(before)
 
 
 @pytest.fixture
