@@ -174,10 +174,15 @@ class TrialConfig:
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting by name (the pruners' too); tuples as lists, as JSON and YAML write them."""
+        """Every setting by name (the pruners' too); tuples as lists, as JSON and YAML write them.
+        A plugin's setting at its default is left out: a process that never loaded that plugin
+        (a Ray worker of a sweep that does not use it) reads the dict all the same, and loading
+        a plugin changes no other configuration's identity (`config_hash`)."""
         # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
         own = {name: _plain(getattr(self, name)) for name in _OWN}
-        return own | {name: _plain(value) for name, value in self.pruner_settings}
+        settings = registry.settings()
+        return own | {name: _plain(value) for name, value in self.pruner_settings
+                      if registry.is_builtin(name) or value != settings[name].default}
 
     # ----------------------------------------------------------------------------
     @property
@@ -201,13 +206,8 @@ class TrialConfig:
         return tuple(c for c in registry.companions() if c.name != self.pruner and c.active(self))
 
     def config_hash(self) -> str:
-        """Identifies the result: every setting. A plugin's setting left at its default is left
-        out, so loading a plugin changes no other configuration's identity."""
-        settings = self.to_dict()
-        for name, setting in registry.settings().items():
-            if not registry.is_builtin(name) and settings[name] == _plain(setting.default):
-                del settings[name]
-        return _digest(settings)
+        """Identifies the result: every setting (as `to_dict` writes them)."""
+        return _digest(self.to_dict())
 
     def pretrain_key(self) -> str:
         """Identifies the pretrained model: the settings whose role is part of pretraining."""

@@ -74,11 +74,15 @@ def schema() -> pa.Schema:
 
 
 _SCHEMA_CACHE: dict[tuple[str, ...], pa.Schema] = {}
+_REQUIRED = ("trial_id", "config_hash", "cycle", "final", "status")
 
 
 def conform(table: pa.Table) -> pa.Table:
     """`table` in today's columns: a file written before a column existed gets it as nulls, and
     a column this process does not know (a plugin's, from a run that loaded it) is kept last."""
+    missing = [name for name in _REQUIRED if name not in table.column_names]
+    if missing:  # an older version's file has them all; a file of something else does not
+        raise ValueError(f"not a file of result rows: no column {missing[0]!r}")
     target = schema()
     columns, fields = [], []
     for field in target:
