@@ -107,3 +107,18 @@ def test_a_sweep_with_plugins_runs_them_on_ray_workers_and_reports_them(tmp_path
     assert report.returncode == 0, report.stderr
     text = (elsewhere / "report" / "report.md").read_text()
     assert "lowest_l2_units" in text or "Lowest-L2 units" in text
+
+
+def test_a_sweep_without_plugins_runs_from_a_driver_that_has_one_loaded(tmp_path):
+    """The workers of a sweep that names no plugin never load one: the configurations the
+    driver sends them must not carry the plugin's settings."""
+    spec = {"name": "plain", "fixed": {"dataset": "waveform", "attributes": 21, "n": 600, "epochs_pretrain": 2,
+                                       "epochs_finetune": 1}, "seeds": [0], "grid": [{"pruner": "threshold"}]}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(spec))
+    driver = (f"import sys; from prunerlib import plugins; from prunerlib.cli import main\n"
+              f"plugins.load([{str(EXAMPLE)!r}])\n"
+              f"sys.exit(main(['sweep', 'plain.yaml', '--storage', 'runs']))")
+    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = pd.read_parquet(tmp_path / "runs" / "plain" / "results.parquet")
+    assert list(rows["status"]) == ["ok"] and rows["units_frac"].isna().all()
