@@ -1,4 +1,5 @@
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -154,10 +155,11 @@ def test_set_overrides_fixed_settings(tmp_path):
     assert spec.grid[0].attributes == 21 and spec.grid[0].epochs_finetune == 3
 
 
-@pytest.mark.parametrize("name", ["quick", "paper_waveform", "paper_cnn", "optuna_pareto"])
-def test_the_shipped_specs_are_valid(name, tmp_path):
-    from pathlib import Path
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_specs_are_valid(name, tmp_path):
     root = Path(__file__).resolve().parents[1]
     overrides = {"data": str(tmp_path)} if name == "paper_cnn" else None
     spec = load_spec(root / "sweeps" / f"{name}.yaml", overrides)
