@@ -162,7 +162,7 @@ def test_retry_failed_replaces_the_failed_rows_instead_of_adding_to_them(grid):
     after = rows(grid)
     assert len(after) == 6 and set(after["trial_id"]) == set(before["trial_id"])
     again = after.set_index("trial_id").loc[failed["trial_id"]]
-    assert (again["started_at"].values > failed["started_at"].values).all()  # run again, kept once
+    assert (again["started_at"].array > failed["started_at"].array).all()  # run again, kept once
 
 
 def test_resume_of_a_sweep_that_is_not_there_or_not_writable_is_one_line(grid, capsys):
