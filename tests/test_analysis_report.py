@@ -170,7 +170,6 @@ def test_prunerlib_report_on_a_running_sweeps_trials_folder_from_any_directory_r
         for suffix in ("md", "csv", "tex"):
             ours, theirs = elsewhere / "out" / f"{name}.{suffix}", out_of_file / f"{name}.{suffix}"
             assert ours.read_text() == theirs.read_text(), ours
-    text = (elsewhere / "out" / "report.md").read_text()
     assert "Sweep spec as run (`../storage/handmade/spec.yaml`)" in (elsewhere / "out" / "report.md").read_text()
 
 

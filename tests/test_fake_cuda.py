@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunerlib import batched, pipeline
+from prunerlib import pipeline
 from prunerlib.batched import Population, train_population
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data

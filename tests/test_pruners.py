@@ -5,7 +5,6 @@ import torch
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import ConfigError
-from prunerlib.masks import Masks
 from prunerlib.models import FFN, UnitLayer
 from prunerlib.pruners import PRUNERS, FilterRanking, build_pruners
 from prunerlib.pruners.distinctiveness import angles, centred_activations
