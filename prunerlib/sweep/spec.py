@@ -1,6 +1,7 @@
 """A sweep spec (YAML): what to run, validated whole before anything starts.
 
     name: paper_waveform
+    plugins: [../my_pruner.py]            # your own pruners' files (relative to this file)
     fixed: {dataset: waveform}            # TrialConfig settings every trial shares;
                                           # data_seed: per_seed gives each seed its own split
     seeds: [0, 1, 2, 3, 4]
