@@ -84,6 +84,10 @@ def conform(table: pa.Table) -> pa.Table:
     if missing:  # an older version's file has them all; a file of something else does not
         raise ValueError(f"not a file of result rows: no column {missing[0]!r}")
     target = schema()
+    if table.schema.equals(target):
+        return table
+    if table.column_names == target.names:  # this version's file: one cast in C++, not one per column
+        return table.cast(target)
     columns, fields = [], []
     for field in target:
         if field.name in table.column_names:
