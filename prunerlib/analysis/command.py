@@ -59,30 +59,30 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_tables(args: argparse.Namespace) -> int:
     from prunerlib.analysis.render import write_tables
-    from prunerlib.analysis.results import load_results
 
-    frame = load_results(args.results).frame
-    with _writing():
-        tables, skipped = write_tables(frame, args.out)
-    for message in skipped:
-        print(f"skipped: {message}", file=sys.stderr)
-    for table in tables:
-        print(args.out / f"{table.name}.md")
-    return 0 if tables else 1
+    return _write_each(args, write_tables, lambda table: args.out / f"{table.name}.md")
 
 
 def run_figures(args: argparse.Namespace) -> int:
     from prunerlib.analysis.figures import make_figures
+
+    return _write_each(args, make_figures, lambda figure: figure.path)
+
+
+def _write_each(args: argparse.Namespace, write: Callable[[Any, Path], tuple[list[Any], list[str]]],
+                path_of: Callable[[Any], Path]) -> int:
+    """Write what `write` makes of the results, say what it skipped and where each one went;
+    exit 1 when it could make none."""
     from prunerlib.analysis.results import load_results
 
     frame = load_results(args.results).frame
     with _writing():
-        figures, skipped = make_figures(frame, args.out)
+        made, skipped = write(frame, args.out)
     for message in skipped:
         print(f"skipped: {message}", file=sys.stderr)
-    for figure in figures:
-        print(figure.path)
-    return 0 if figures else 1
+    for item in made:
+        print(path_of(item))
+    return 0 if made else 1
 
 
 def _main(run: Callable[[argparse.Namespace], int], description: str, out: str,
