@@ -4,6 +4,7 @@ the pruners' settings (`registry.Setting.kind`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from typing import Any, Literal, Union, get_args
@@ -53,8 +54,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
 _FAIL = object()
 
 
-def options(hint: Any) -> list[Any]:
-    return [a for a in get_args(hint) if a is not type(None)] if is_union(hint) else [hint]
+@functools.cache  # once per type hint: every setting of every configuration of a sweep comes here
+def options(hint: Any) -> tuple[Any, ...]:
+    """The types a value of `hint` may take, None aside."""
+    return tuple(a for a in get_args(hint) if a is not type(None)) if is_union(hint) else (hint,)
 
 
 def _try_convert(value: Any, option: Any) -> Any:
