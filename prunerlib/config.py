@@ -181,9 +181,9 @@ class TrialConfig:
         a plugin changes no other configuration's identity (`config_hash`)."""
         # Every value is a scalar or a tuple of scalars, so no deep copy (dataclasses.asdict) is needed.
         own = {name: _plain(getattr(self, name)) for name in _OWN}
-        settings = registry.settings()
+        defaults = _known().defaults
         return own | {name: _plain(value) for name, value in self.pruner_settings
-                      if registry.is_builtin(name) or value != settings[name].default}
+                      if registry.is_builtin(name) or value != defaults[name]}
 
     # ----------------------------------------------------------------------------
     @property
@@ -218,15 +218,16 @@ class TrialConfig:
     def columns(self) -> dict[str, Any]:
         """The configuration as result columns (SPEC §6): every setting that can change a result,
         null where it does not apply to this trial; tuples written as 'a,b'."""
-        row = {name: (_column_value(getattr(self, name)) if _APPLIES[name] is None or _APPLIES[name](self) else None)
-               for name in _COLUMN_FIELDS}
-        if _ONLY["conv_channels"] != self.model:
-            row["conv_channels"] = None
-        for name in registry.settings():
+        row = {name: column_value(getattr(self, name)) if self._applies(name) else None for name in _COLUMN_FIELDS}
+        for name in _known().method:
             row[name] = None
         for cls in (registry.PRUNERS[self.mirrored_pruner], *self.active_companions()):
             row |= cls.columns(self)
         return row
+
+    def _applies(self, name: str) -> bool:
+        """Whether own setting `name` applies to this trial: its model has it, and its rule holds."""
+        return _ONLY[name] in (None, self.model) and (_APPLIES[name] is None or _APPLIES[name](self))
 
     # ----------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -275,7 +276,8 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _column_value(value: Any) -> Any:
+def column_value(value: Any) -> Any:
+    """A setting as a result column: a list-valued one written 'a,b'."""
     return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunerlib import registry
-from prunerlib.config import TrialConfig
+from prunerlib.config import TrialConfig, column_value
 from prunerlib.masks import Masks
 from prunerlib.registry import Setting
 from prunerlib.surgery import Removal
@@ -117,7 +117,7 @@ class Pruner:
     @classmethod
     def columns(cls, cfg: TrialConfig) -> dict[str, Any]:
         """Its settings as result columns, for a trial it (or a control mirroring it) runs in."""
-        return {s.name: _column(getattr(cfg, s.name)) for s in cls.settings}
+        return {s.name: column_value(getattr(cfg, s.name)) for s in cls.settings}
 
     @classmethod
     def describe(cls, cfg: TrialConfig) -> list[str]:
@@ -139,10 +139,6 @@ def register(cls: type[Pruner]) -> type[Pruner]:
         if not isinstance(getattr(cls, attribute, None), str):
             raise TypeError(f"{cls.__qualname__}.{attribute}: every pruner needs one (a string)")
     return registry.add(cls)
-
-
-def _column(value: Any) -> Any:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
 def _show(value: Any) -> str:
