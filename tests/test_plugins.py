@@ -13,6 +13,7 @@ import yaml
 
 from prunerlib import plugins, registry
 from prunerlib.errors import ConfigError
+from tests.helpers import registry_without
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "custom_pruner.py"
@@ -52,7 +53,8 @@ def test_a_plugin_file_runs_once_per_process_however_often_it_is_named(tmp_path)
                     "    removes = 'units_removed_frac'\n    removed_what = 'hidden units'\n")
     import builtins
 
-    assert plugins.load([path]) == ["counted"] and plugins.load([str(path), path]) == ["counted", "counted"]
+    with registry_without("counted"):  # no trace left for the tests after this one
+        assert plugins.load([path]) == ["counted"] and plugins.load([str(path), path]) == ["counted", "counted"]
     assert builtins.counted_runs == 1
 
 
