@@ -6,8 +6,9 @@ training part; the test part is only ever evaluated, never used to decide anythi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ class Data:
     # What the data is, not where it lives: the pretrained store keys on it, so data rewritten
     # at the same path is pretrained again. Empty for data built by hand (tests, benchmarks).
     fingerprint: str = ""
+    # What a saved model needs to be fed raw inputs (`saved.preprocess`): x = (raw * scale -
+    # mean) / std, with the fitting part's statistics, and what each output means.
+    class_names: tuple[str, ...] = ()
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def in_features(self) -> int:
@@ -80,7 +85,10 @@ def _waveform(cfg: TrialConfig) -> Data:
     x = (x - mean) / std
     t = lambda idx: (torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))  # noqa: E731
     (fx, fy), (vx, vy), (tx, ty) = t(fit), t(val), t(test)
-    return Data(fx, fy, vx, vy, tx, ty, classes=3, flip=False, fingerprint=fingerprint)
+    return Data(fx, fy, vx, vy, tx, ty, classes=3, flip=False, fingerprint=fingerprint,
+                class_names=waveform.CLASS_NAMES,
+                preprocessing={"scale": 1.0, "mean": torch.from_numpy(mean), "std": torch.from_numpy(std),
+                               "inputs": f"{cfg.attributes} Waveform attributes, as in the UCI file"})
 
 
 # Per class: a fitting part of at least two, and at least one in validation (when there is
@@ -109,7 +117,7 @@ def _parts_of(n: int, test_frac: float, val_frac: float) -> bool:
 
 
 def _catsdogs(cfg: TrialConfig, image_cache_dir: str | Path | None) -> Data:
-    from prunerlib.images import load_catsdogs  # torchvision import only when images are used
+    from prunerlib.images import CLASSES, load_catsdogs  # torchvision import only when images are used
 
     train, test = load_catsdogs(
         cfg.data, size=cfg.image_size, train_per_class=cfg.train_per_class,
@@ -125,4 +133,8 @@ def _catsdogs(cfg: TrialConfig, image_cache_dir: str | Path | None) -> Data:
     return Data(
         norm(images[fit_t]), train.labels[fit_t], norm(images[val_t]), train.labels[val_t],
         norm(test.images.float() / 255.0), test.labels, classes=2, flip=True, fingerprint=train.fingerprint,
+        class_names=CLASSES,
+        preprocessing={"scale": 1 / 255, "mean": mean.reshape(3, 1, 1), "std": std.reshape(3, 1, 1),
+                       "inputs": f"RGB pixels 0-255, N x 3 x {cfg.image_size} x {cfg.image_size}, resized with "
+                                 f"antialiasing (torchvision.transforms.functional.resize)"},
     )

@@ -13,7 +13,7 @@ import copy
 import datetime as dt
 import json
 import logging
-import platform
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +25,9 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
-from prunerlib.errors import ConfigError, DataError, EnvironmentFault, PrunerlibError, is_environment_fault
+from prunerlib.devices import resolve_device
+from prunerlib.errors import ConfigError, DataError, PrunerlibError, is_environment_fault
+from prunerlib.latency import latency_columns
 from prunerlib.masks import Masks
 from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_fractions, weight_scope
 from prunerlib.models import build_model
@@ -34,68 +36,29 @@ from prunerlib.population import FineTuning, members_that_fit, population_key
 from prunerlib.pretrained import PretrainResult, load_or_pretrain
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
 from prunerlib.records import device_provenance, provenance
+from prunerlib.saved import SaveModels, save_pruned
 from prunerlib.surgery import Removal, apply_removal
 from prunerlib.training import accuracy, diverged, set_numerics
 
 log = logging.getLogger("prunerlib.pipeline")
 
 
-def resolve_device(name: str, assigned_gpus: Sequence[Any] | None = None) -> torch.device:
-    """The torch device a trial's `device` setting means here.
-
-    Run by hand (`assigned_gpus` None), `auto` is the GPU when torch sees one, and a CUDA
-    device torch cannot use is a setting to fix (ConfigError). Under a scheduler that hands out
-    GPUs (a Tune trial passes `ray.get_gpu_ids()`), the GPUs are the scheduler's to give:
-    `auto` is the assigned GPU, or the CPU when none was assigned (torch there may still see
-    the node's GPUs, which belong to other trials), and an assigned GPU that torch cannot use
-    is the machine's fault: an EnvironmentFault naming the host and torch's reason, retried
-    elsewhere rather than run on one CPU thread while holding the GPU."""
-    try:
-        device = torch.device("cuda" if name == "auto" else name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
-    if assigned_gpus is not None and (device.type == "cpu" or not assigned_gpus):
-        if device.type == "cuda" and name != "auto":  # the spec check refuses this before a sweep starts
-            raise ConfigError(f"device: {name} asked for, but the trial was given no GPU (resources.gpu)")
-        return torch.device("cpu")
-    if device.type != "cuda":
-        return device
-    if not torch.cuda.is_available():
-        if assigned_gpus is None:
-            if name == "auto":
-                return torch.device("cpu")
-            raise ConfigError(f"device: {name} asked for, but torch here cannot use a CUDA GPU "
-                              f"({cuda_unusable()}; use auto or cpu)")
-        raise EnvironmentFault(f"host {platform.node()}: GPU {','.join(map(str, assigned_gpus))} assigned, but torch "
-                               f"cannot use it: {cuda_unusable()}")
-    visible = torch.cuda.device_count()
-    index = device.index or 0
-    if index >= visible:
-        problem = f"device: {name}, but torch here sees {visible} CUDA device(s), cuda:0 to cuda:{visible - 1}"
-        if assigned_gpus is None:
-            raise ConfigError(problem)
-        raise EnvironmentFault(f"host {platform.node()}: {problem} (the trial sees only the GPUs it was assigned)")
-    return device
-
-
-def cuda_unusable() -> str:
-    """Why torch.cuda.is_available() is False, in torch's words (a CPU-only build, a driver too
-    old for the wheel's CUDA, no device)."""
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is built without CUDA"
-    try:
-        torch.cuda.init()
-    except Exception as exc:  # noqa: BLE001  its message is the reason
-        return " ".join(str(exc).split())[:200] or type(exc).__name__
-    return "torch.cuda.is_available() is False"
-
-
 @dataclass
 class Workdirs:
-    """Where a trial keeps shared artefacts; none of it changes a result."""
+    """Where a trial keeps its artefacts, and what it measures beside its result; none of it
+    changes a result (nor `config_hash`). As a library, a trial keeps and measures nothing it is
+    not asked to; `prunerlib run` and sweeps save final models and measure latency by default."""
 
     pretrained: Path
     image_cache: Path | None = None
+    models: Path | None = None  # compacted models are saved here (`saved`); None: none are
+    save_models: SaveModels = "final"  # all_cycles: every cycle's model too, as <trial_id>.cycle<k>.pt
+    results: Path | None = None  # the folder of the Parquet file the rows go to: `model_path` is relative to it
+    latency_batch: int | None = None  # measure latency at this batch size and at 1 (`latency`); None: not
+
+
+# What a saved model's file repeats of its row: enough to check a reload against the trial.
+_ABOUT = ("trial_id", "config_hash", "cycle", "acc_finetuned", "val_acc_finetuned", "n_test", "n_val")
 
 
 Rows = list[dict[str, Any]]
@@ -172,7 +135,16 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
         done(i, rows)
 
     def finish(i: int) -> None:
-        done(i, [bases[i] | row for row in states.pop(i).finish()])
+        state = states.pop(i)
+        rows = [bases[i] | row for row in state.finish()]
+        final = next(row for row in rows if row["final"])
+        final |= _kept(state, dirs, final, cycle=None)
+        done(i, rows)
+
+    if dirs.models is not None and dirs.save_models == "all_cycles":
+        on_record = lambda state, row, i: row.update(_kept(state, dirs, bases[i] | row, row["cycle"]))  # noqa: E731
+    else:
+        on_record = None
 
     try:
         data = load_data(cfgs[0], dirs.image_cache).to(device)
@@ -193,6 +165,8 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
                 raise pretrain_failures[key]
             model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
             states[i] = TrialState(cfg, data, model, pre)
+            if on_record is not None:
+                states[i].on_record = lambda state, row, i=i: on_record(state, row, i)
         except (ConfigError, DataError):
             raise
         except Exception as exc:  # noqa: BLE001  a failed member is a row
@@ -233,6 +207,27 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
                     finish(i)
             except Exception as exc:  # noqa: BLE001
                 fail(i, exc)
+
+
+def _kept(state: TrialState, dirs: Workdirs, row: dict[str, Any], cycle: int | None) -> dict[str, Any]:
+    """What a member keeps besides `row`: its model file (`cycle` None: the final one) and, for
+    the final row, its measured latency; the columns saying so."""
+    kept: dict[str, Any] = {}
+    if dirs.models is not None and dirs.save_models != "none":
+        cycle_file = lambda k: dirs.models / f"{row['trial_id']}.cycle{k}.pt"  # noqa: E731
+        path = dirs.models / f"{row['trial_id']}.pt" if cycle is None else cycle_file(cycle)
+        if cycle is None and dirs.save_models == "all_cycles":  # the final row's cycle is saved already
+            os.replace(cycle_file(row["cycle"]), path)
+        else:
+            save_pruned(path, state.model, state.masks, state.cfg, input_shape=state.input_shape,
+                        class_names=state.data.class_names, preprocessing=state.data.preprocessing,
+                        about={key: row.get(key) for key in _ABOUT})
+        kept["model_path"] = os.path.relpath(path, dirs.results) if dirs.results is not None else str(path)
+    if cycle is None and dirs.latency_batch is not None:
+        # One member at a time, outside any batched computation: each network as it would run alone.
+        kept |= latency_columns(state.model, state.masks, state.input_shape, dirs.latency_batch,
+                                state.data.train_x.device)
+    return kept
 
 
 def _check_settings(cfgs: Sequence[TrialConfig], data: Data) -> None:
@@ -305,6 +300,9 @@ class TrialState:
         self.step: MethodStep | None = None  # this cycle's
         self.stopped = False  # a cycle broke max_acc_drop: the trial ended at the cycle before
         self._accepted: tuple[dict[str, torch.Tensor], Masks] | None = None
+        # Called with each new row before max_acc_drop may put the previous cycle's model back:
+        # what keeps every cycle's model (save_models: all_cycles).
+        self.on_record: Callable[[TrialState, dict[str, Any]], None] | None = None
         self.shadow = TrialState(cfg.replace(pruner=cfg.match, match=None), data, copy.deepcopy(model), pre,
                                  shadow=True) if cfg.shadows_its_method else None
 
@@ -363,6 +361,8 @@ class TrialState:
             "theoretical_speedup": self.flops_dense / flops if flops else float("inf"),
             "wall_finetune_s": wall_finetune_s,
         })
+        if self.on_record is not None:
+            self.on_record(self, self.rows[-1])
         return cfg.max_acc_drop is None or self._keep(cycle, val_acc)
 
     def _keep(self, cycle: int, val_acc: float) -> bool:

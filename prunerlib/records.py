@@ -37,6 +37,10 @@ _OUTCOMES = [
     *((name, _F64) for name in REMOVED_COLUMNS),
     ("params_total", _I64), ("params_nonzero", _I64), ("compression_ratio", _F64),
     ("flops_dense", _I64), ("flops_pruned", _I64), ("theoretical_speedup", _F64),
+    # the compacted network as saved (relative to the Parquet file's folder) and as timed (`latency`)
+    ("model_path", _STR), ("latency_batch", _I64), ("latency_threads", _I64),
+    ("latency_ms_dense", _F64), ("latency_ms_pruned", _F64), ("measured_speedup", _F64),
+    ("latency_ms_dense_b1", _F64), ("latency_ms_pruned_b1", _F64), ("measured_speedup_b1", _F64),
     ("pretrain_epochs_run", _I64), ("pretrain_reused", _BOOL),
     ("wall_pretrain_s", _F64), ("wall_finetune_s", _F64),
 ]

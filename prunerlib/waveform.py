@@ -19,6 +19,8 @@ _POSITIONS = np.arange(21)
 _WAVES = {c: np.maximum(0.0, 6.0 - np.abs(_POSITIONS - c)) for c in (6, 14, 10)}
 _A, _B, _C = _WAVES[6], _WAVES[14], _WAVES[10]
 _CLASS_WAVES = ((_A, _B), (_A, _C), (_B, _C))
+# Class c mixes the two base waves of _CLASS_WAVES[c] (UCI's labels 0, 1, 2).
+CLASS_NAMES = ("waves A+B", "waves A+C", "waves B+C")
 GENERATOR_VERSION = 1  # bump when generate() gives other data for the same settings
 
 

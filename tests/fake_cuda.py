@@ -30,6 +30,7 @@ cuda; the C++ autograd engine and TensorIterator only ever see the CPU elements.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,29 @@ class FakeGpu:
 
 
 _state: FakeGpu | None = None
+
+
+class _Event:
+    """torch.cuda.Event on the fake device, which runs each op when it is called: the host clock
+    at `record()` is when the work queued before it finished. As on a GPU, `elapsed_time` needs
+    both events timed, recorded and the later one synchronised."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        self.enable_timing, self.at, self.done = enable_timing, None, False
+
+    def record(self, stream=None) -> None:
+        self.at, self.done = time.perf_counter(), False
+
+    def synchronize(self) -> None:
+        _sync("event")
+        self.done = True
+
+    def elapsed_time(self, end: _Event) -> float:
+        if not (self.enable_timing and end.enable_timing):
+            raise RuntimeError("Both events must be created with argument 'enable_timing=True'.")
+        if self.at is None or end.at is None or not end.done:
+            raise RuntimeError("CUDA error: device not ready")
+        return (end.at - self.at) * 1e3
 
 
 def _sync(kind: str) -> None:
@@ -392,7 +416,7 @@ def _process_patches() -> Iterator[FakeGpu]:
                             ("empty_cache", lambda: None), ("synchronize", lambda device=None: None),
                             ("get_device_name", lambda device=None: NAME), ("current_device", lambda: 0),
                             ("get_device_properties", lambda device=None: _PROPERTIES),
-                            ("set_per_process_memory_fraction", _set_memory_fraction),
+                            ("set_per_process_memory_fraction", _set_memory_fraction), ("Event", _Event),
                             ("_lazy_init", lambda: None)]:
             stack.enter_context(mock.patch.object(torch.cuda, name, value))
         # The software stack a CUDA build reports (a CPU-only build says None).

@@ -218,3 +218,23 @@ def test_a_cuda_pack_that_runs_out_of_gpu_memory_is_split_and_every_member_still
         rows = run_pack(_ffn_pruners(), Workdirs(tmp_path))
     _assert_all_ok(rows)
     assert tried[0] > 2 and max(tried[1:]) <= 2  # too many once, then halves for the rest of the trial
+
+
+def test_a_cuda_trial_times_its_networks_with_synchronised_events_and_saves_a_model_the_cpu_loads(tmp_path,
+                                                                                                 monkeypatch):
+    from prunerlib import latency, load_pruned
+    from prunerlib.datasets import load_data
+    from prunerlib.training import accuracy
+
+    monkeypatch.setattr(latency, "_MEASURED", {})  # figures a CPU test measured are not the GPU's
+    cfg = ffn_config(pruner="distinctiveness", angle_cutoff=60.0, device="cuda")
+    dirs = Workdirs(tmp_path / "pre", models=tmp_path / "models", results=tmp_path, latency_batch=8)
+    with fake_cuda() as gpu:
+        final = run_trial(cfg, dirs, progress=False)[-1]
+    assert final["status"] == "ok" and final["device"] == "cuda" and final["units_removed_frac"] > 0
+    # Four figures (dense and pruned, at 8 and at 1), each a median of at least five timed passes.
+    assert gpu.syncs["event"] >= 4 * 5 and final["latency_threads"] is None
+    assert final["measured_speedup"] == final["latency_ms_dense"] / final["latency_ms_pruned"]
+    loaded = load_pruned(tmp_path / final["model_path"])  # no fake device now: the file holds CPU tensors
+    data = load_data(cfg)
+    assert accuracy(loaded, data.test_x, data.test_y) == final["acc_finetuned"]

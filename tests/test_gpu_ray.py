@@ -163,7 +163,7 @@ def test_the_dry_run_on_a_cluster_shows_each_gpu_nodes_slots_and_population_size
 
 
 def _torch_reason() -> str:
-    from prunerlib.pipeline import cuda_unusable
+    from prunerlib.devices import cuda_unusable
 
     return cuda_unusable()
 

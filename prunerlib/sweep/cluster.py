@@ -164,7 +164,7 @@ def _probe_gpu(settings: list[dict[str, Any]], share: float, plugin_files: tuple
     import torch
 
     from prunerlib import plugins
-    from prunerlib.pipeline import cuda_unusable
+    from prunerlib.devices import cuda_unusable
     from prunerlib.population import members_that_fit
 
     if not torch.cuda.is_available():

@@ -15,7 +15,8 @@ from typing import Any
 
 from prunerlib.config import TrialConfig
 from prunerlib.errors import PrunerlibError
-from prunerlib.pipeline import Workdirs, failed_rows, identity_columns, resolve_device
+from prunerlib.devices import resolve_device
+from prunerlib.pipeline import Workdirs, failed_rows, identity_columns
 from prunerlib.pipeline import run_pack
 from prunerlib.sweep.search import POINTS, VALUES
 from prunerlib.sweep.checks import seeded
@@ -42,6 +43,8 @@ class SweepContext:
     # spec.plugins: a user's pruner files, imported on each worker before it builds a config
     # (the driver imported them when it read the spec).
     plugins: tuple[str, ...] = ()
+    save_models: str = "final"  # spec.save_models
+    latency_batch: int | None = 256  # spec.latency_batch (None: not measured)
 
     def members(self, params: dict[str, Any]) -> list[TrialConfig]:
         if "pack" in params:
@@ -87,7 +90,8 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
         folder.write_rows(tid, rows[tid])
 
     if todo:
-        dirs = Workdirs(pretrained=folder.pretrained)
+        dirs = Workdirs(pretrained=folder.pretrained, models=folder.models, save_models=ctx.save_models,
+                        results=folder.root, latency_batch=ctx.latency_batch)
         cfgs, tids = [cfg for cfg, _ in todo], [tid for _, tid in todo]
         # One device setting per pack: grid packs are populations (device is shared), and a
         # search's device is fixed (spec.py).
