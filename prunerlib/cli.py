@@ -13,11 +13,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn, Sequence, get_args
 
 import yaml
 
 from prunerlib.errors import ConfigError, PrunerlibError
+from prunerlib.saved import SaveModels
 
 EXIT_USAGE = 2
 
@@ -87,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="any trial setting, value in YAML syntax (repeatable; overrides everything)")
     run.add_argument("--out", type=Path, default=Path("runs/results.parquet"), help="Parquet file rows are appended to")
-    run.add_argument("--workdir", type=Path, default=Path("runs"), help="where pretrained models are kept and reused")
+    run.add_argument("--workdir", type=Path, default=Path("runs"),
+                     help="where pretrained models are kept and reused, and pruned ones saved (WORKDIR/models)")
+    run.add_argument("--save-models", choices=get_args(SaveModels), default="final",
+                     help="keep the trial's compacted model: the final one, every cycle's, or none (default: final)")
+    run.add_argument("--measure-latency", action=argparse.BooleanOptionalAction, default=True,
+                     help="time the dense and the pruned network (default: on)")
+    run.add_argument("--latency-batch", type=int, default=256, metavar="N", help="batch size timed, besides 1 (default: 256)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_setting_flags(run)
 
@@ -167,7 +174,11 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.data and not Path(cfg.data).exists():
         raise ConfigError(f"data: {cfg.data} does not exist")
     check_out(args.out)
-    rows = run_trial(cfg, Workdirs(pretrained=args.workdir / "pretrained"), progress=not args.quiet)
+    if args.latency_batch < 1:
+        raise ConfigError(f"--latency-batch: must be at least 1, got {args.latency_batch}")
+    dirs = Workdirs(pretrained=args.workdir / "pretrained", models=args.workdir / "models", save_models=args.save_models,
+                    results=args.out.resolve().parent, latency_batch=args.latency_batch if args.measure_latency else None)
+    rows = run_trial(cfg, dirs, progress=not args.quiet)
     try:
         out = append_parquet(args.out, rows)
     except OSError as exc:  # the file system failed after the check: keep the rows anyway

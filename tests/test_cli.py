@@ -31,6 +31,8 @@ def prunerlib(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["run", "--set", "val_frac=0", "--set", "pretrain_stop=fixed"], "val_frac"),
     (["run", "--set", "seed=[1, 2"], "--set seed: not valid YAML"),
     (["run", "--set", 'seed=!!python/object/apply:os.system ["id"]'], "--set seed: not valid YAML"),
+    (["run", "--save-models", "best"], "--save-models"),
+    (["run", "--latency-batch", "0"], "--latency-batch"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, named):
     result = prunerlib(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
@@ -64,11 +66,31 @@ def test_run_appends_rows_and_config_file_and_set_override(tmp_path):
     assert df["pretrain_reused"].tolist() == [False, True]
 
 
-def test_default_output_lands_under_runs(tmp_path):
+def test_default_output_lands_under_runs_with_the_model_beside_it_and_its_latency(tmp_path):
     result = prunerlib("run", "--set", "n=300", "--epochs-pretrain", "2", "--epochs-finetune", "1", "--quiet",
-                       cwd=tmp_path)
+                       "--pruner", "threshold", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(pd.read_parquet(tmp_path / "runs" / "results.parquet")) == 1
+    row = pd.read_parquet(tmp_path / "runs" / "results.parquet").iloc[-1]
+    assert row["model_path"].startswith("models/") and (tmp_path / "runs" / row["model_path"]).is_file()
+    assert row["latency_batch"] == 256 and row["latency_ms_pruned_b1"] > 0
+
+
+def test_run_keeps_no_model_and_times_nothing_when_told_not_to(tmp_path):
+    out = tmp_path / "elsewhere" / "r.parquet"
+    result = prunerlib("run", "--set", "n=300", "--epochs-pretrain", "2", "--epochs-finetune", "1", "--quiet",
+                       "--save-models", "none", "--no-measure-latency", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = pd.read_parquet(out).iloc[-1]
+    assert pd.isna(row["model_path"]) and pd.isna(row["latency_ms_dense"]) and not (tmp_path / "runs" / "models").exists()
+
+
+def test_a_models_path_is_relative_to_the_results_file_wherever_the_workdir_is(tmp_path):
+    out = tmp_path / "results" / "r.parquet"
+    result = prunerlib("run", "--set", "n=300", "--epochs-pretrain", "2", "--epochs-finetune", "1", "--quiet",
+                       "--no-measure-latency", "--out", str(out), "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = pd.read_parquet(out).iloc[-1]["model_path"]
+    assert path.startswith("../work/models/") and (out.parent / path).is_file()
 
 
 def test_data_waveform_writes_the_uci_format(tmp_path):

@@ -55,6 +55,11 @@ def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_
     assert sorted((~ok["pretrain_reused"].astype(bool)).groupby(ok["seed"]).sum().tolist()) == [1, 1]
     assert len(list((folder / "pretrained").glob("*/model.pt"))) == 2
     assert "4 configuration(s)" not in result.stdout and "10 configuration(s) finished, 8 ok, 2 failed" in result.stdout
+    # Each ok trial's compacted model, found from results.parquet's folder; a failed trial has none.
+    assert sorted(p.name for p in (folder / "models").iterdir()) == sorted(f"{t}.pt" for t in ok["trial_id"])
+    assert ok["model_path"].map(lambda p: (folder / p).is_file()).all() and failed["model_path"].isna().all()
+    assert (ok["latency_batch"] == 256).all() and (ok["latency_threads"] == 1).all()
+    assert (ok["latency_ms_pruned_b1"] > 0).all() and failed["latency_ms_dense"].isna().all()
 
 
 def kill_after(spec: dict, tmp_path: Path, files: int) -> dict[str, int]:

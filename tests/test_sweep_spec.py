@@ -56,6 +56,12 @@ def test_a_search_spec_parses_ranges_and_choices():
     assert spec.search.space["threshold_stat"] == ("mean_abs", "std") and not spec.grid and spec.seeds == (0, 1)
 
 
+def test_what_a_sweep_keeps_and_measures_defaults_to_final_models_and_latency_at_256():
+    assert (parse_spec(GOOD).save_models, parse_spec(GOOD).latency_batch) == ("final", 256)
+    spec = parse_spec(with_(save_models="all_cycles", measure_latency=False, latency_batch=64))
+    assert (spec.save_models, spec.latency_batch) == ("all_cycles", None)
+
+
 def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "photos").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -102,6 +108,9 @@ MALFORMED = [
      "search.space.threshold_factor: low must be below high"),
     (with_(grid=DELETE, search={**SEARCH, "sampler": "grid"}), "search.space.threshold_factor: the grid sampler needs a list"),
     (with_(grid=DELETE, search={**SEARCH, "space": {}}), "search.space: give at least one setting"),
+    (with_(save_models="best"), "save_models: must be final | all_cycles | none"),
+    (with_(measure_latency="yes"), "measure_latency: must be true | false"),
+    (with_(latency_batch=0), "latency_batch: must be at least 1"),
 ]
 
 

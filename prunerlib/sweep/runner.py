@@ -259,7 +259,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
         packs=packs,
         objectives=tuple(m for m, _ in spec.search.objectives) if spec.search else (),
         threads=max(1, int(spec.cpu)), gpu_share=min(1.0, spec.gpu) if spec.gpu else 1.0,
-        rerun=rerun, plugins=spec.plugins,
+        rerun=rerun, plugins=spec.plugins, save_models=spec.save_models, latency_batch=spec.latency_batch,
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
     run_config = tune.RunConfig(

@@ -20,6 +20,9 @@
     max_failures: 1                       # retries of a Tune trial after an infrastructure fault
     pack_size: auto                       # trial configurations per Tune trial (auto: see plan.py)
     max_configurations: 1000000           # a larger grid is refused before it is expanded
+    save_models: final                    # each trial's compacted model in <sweep>/models: final | all_cycles | none
+    measure_latency: true                 # time dense and pruned networks (latency_ms_* columns)
+    latency_batch: 256                    # the batch size timed, besides batch 1
 
 Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
 """
@@ -32,13 +35,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from prunerlib import plugins, registry
 from prunerlib.config import _MAX_SEED, TrialConfig
 from prunerlib.errors import ConfigError
+from prunerlib.saved import SaveModels
 from prunerlib.sweep.checks import (PER_SEED, SpecError, config_at, integer, kind, mapping, number,
                                     seeded, setting_name)
 from prunerlib.sweep.search_spec import Search, parse_search
@@ -46,7 +50,7 @@ from prunerlib.sweep.search_spec import Search, parse_search
 log = logging.getLogger("prunerlib.sweep.spec")
 
 _TOP_KEYS = ("name", "description", "plugins", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
-             "max_failures", "pack_size", "max_configurations")
+             "max_failures", "pack_size", "max_configurations", "save_models", "measure_latency", "latency_batch")
 # The sweep folder is named after the spec and Tune nests its own names below it: well within
 # the file system's 255 bytes per name.
 _MAX_NAME = 100
@@ -69,6 +73,8 @@ class SweepSpec:
     pack_size: int | None  # None = auto
     raw: dict[str, Any] = field(repr=False)  # the spec as written, for the sweep folder
     plugins: tuple[str, ...] = ()  # absolute paths of the pruner files every process imports first
+    save_models: SaveModels = "final"
+    latency_batch: int | None = 256  # None: measure_latency false
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -129,12 +135,23 @@ def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
         max_concurrent = integer(max_concurrent, "max_concurrent", low=1, high=10**6)
+    latency_batch = integer(raw.get("latency_batch", 256), "latency_batch", low=1, high=10**6)
     return SweepSpec(
         name=name, fixed=fixed, seeds=seeds, grid=grid, search=search, cpu=cpu, gpu=gpu,
         max_concurrent=max_concurrent,
         max_failures=integer(raw.get("max_failures", 1), "max_failures", low=0, high=1000),
         pack_size=_pack_size(raw.get("pack_size", "auto")), raw=raw, plugins=plugin_paths,
+        save_models=_choice(raw.get("save_models", "final"), "save_models", get_args(SaveModels)),
+        latency_batch=latency_batch if _choice(raw.get("measure_latency", True), "measure_latency", (True, False))
+        else None,
     )
+
+
+def _choice(value: Any, key: str, choices: tuple[Any, ...]) -> Any:
+    if isinstance(value, bool) != isinstance(choices[0], bool) or value not in choices:
+        shown = " | ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise SpecError(f"{key}: must be {shown}, got {kind(value)}")
+    return value
 
 
 def _check_devices(raw: dict[str, Any], gpu: float) -> None:

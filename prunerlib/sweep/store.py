@@ -5,6 +5,8 @@ the Optuna journal, Tune's own state, and the consolidated results.
     <storage>/<name>/packs.json        the grid's packs: which configurations each Tune trial runs
     <storage>/<name>/trials/<id>.parquet   one file per finished trial configuration
     <storage>/<name>/pretrained/       one model per pretraining key, shared by all trials
+    <storage>/<name>/models/<id>.pt    each trial's final pruned model, compacted (spec save_models;
+                                       written before the trial's rows, so a row's model_path exists)
     <storage>/<name>/optuna.journal    the Optuna study (search sweeps)
     <storage>/<name>/tune/             Tune's experiment state (logs; not needed to resume)
     <storage>/<name>/results.parquet   every row, each trial once
@@ -41,6 +43,7 @@ class SweepFolder:
         self.spec_file = self.root / "spec.yaml"
         self.trials = self.root / "trials"
         self.pretrained = self.root / "pretrained"
+        self.models = self.root / "models"
         self.journal = self.root / "optuna.journal"
         self.tune = self.root / "tune"
         self.results = self.root / "results.parquet"
