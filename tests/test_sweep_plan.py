@@ -46,6 +46,9 @@ def test_the_dry_run_lists_every_trial_and_the_resource_plan():
         assert config_text(cfg) in text
     assert "24 trial configuration(s) in 4 Tune trial(s) (pack_size auto)" in text  # 4 slots
     assert "2 CPU per Tune trial; 4 at once on 8 CPU(s)" in text
+    assert "keeps: each trial's final model" in text and "latency timed at batch 256 and 1" in text
+    quiet = plan_text(parse_spec({**SPEC, "save_models": "none", "measure_latency": False}))
+    assert "keeps: no model" in quiet and "latency not timed" in quiet
 
 
 def test_a_search_asks_for_batches_of_points():

@@ -140,6 +140,10 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> 
     data_seed = spec.fixed.get("data_seed", 0)
     lines.append("data split: each seed its own (data_seed = seed)" if data_seed == PER_SEED else
                  f"data split: data_seed {data_seed} for every seed (seeds vary training only)")
+    kept = {"final": "each trial's final model", "all_cycles": "every cycle's model", "none": "no model"}
+    timed = (f"latency timed at batch {spec.latency_batch} and 1" if spec.latency_batch is not None
+             else "latency not timed")
+    lines.append(f"keeps: {kept[spec.save_models]} (compacted, in <sweep>/models, save_models); {timed}")
     gpu = f", {spec.gpu:g} GPU" if spec.gpu else ""
     lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial; {parallel} at once on {cpus:g} CPU(s)"
                  + (f" and {gpus:g} GPU(s)" if spec.gpu else "")
