@@ -60,6 +60,7 @@ def test_a_grid_sweep_records_every_configuration_once_and_survives_a_diverging_
     assert ok["model_path"].map(lambda p: (folder / p).is_file()).all() and failed["model_path"].isna().all()
     assert (ok["latency_batch"] == 256).all() and (ok["latency_threads"] == 1).all()
     assert (ok["latency_ms_pruned_b1"] > 0).all() and failed["latency_ms_dense"].isna().all()
+    assert f"models: {folder / 'models'} (8 compacted model(s)" in result.stdout
 
 
 def kill_after(spec: dict, tmp_path: Path, files: int) -> dict[str, int]:

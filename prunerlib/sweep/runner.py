@@ -108,6 +108,10 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         frame = folder.consolidate()
         print(sweep_summary(frame, spec))
         print(f"results: {folder.results}")
+        models = list(folder.models.glob("*.pt")) if folder.models.is_dir() else []
+        if models:
+            size = sum(m.stat().st_size for m in models) / 2**20
+            print(f"models: {folder.models} ({len(models)} compacted model(s), {size:.1f} MB; prunerlib.load_pruned)")
         code = _verdict(spec, folder, frame, again)
         if crashed and code == 0:
             print(f"every configuration has rows, but check {folder.tune} for the driver's error", file=sys.stderr)
