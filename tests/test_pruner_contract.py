@@ -1,8 +1,8 @@
 """One suite every registered pruner passes, the example plugin included (as Optuna runs one
 suite over every sampler): its registry entry is all the rest of prunerlib needs.
 
-TrialConfig → sweep spec → run_trial → a pack beside its random control → the sweep summary →
-`prunerlib report`. A new pruner joins this suite by being registered; nothing here names one.
+TrialConfig → sweep spec → run_trial → a pack beside its random control (each member's saved
+model reloaded) → the sweep summary → `prunerlib report`. A new pruner joins this suite by being registered; nothing here names one.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunerlib import plugins, registry
+from prunerlib import load_pruned, plugins, registry
 from prunerlib.cli import main
 from prunerlib.config import TrialConfig
+from prunerlib.datasets import load_data
 from prunerlib.pipeline import Workdirs, run_pack, run_trial
 from prunerlib.records import append_parquet, columns
 from prunerlib.sweep.plan import config_text, plan_text
 from prunerlib.sweep.spec import parse_spec
 from prunerlib.sweep.summary import sweep_summary
+from prunerlib.training import accuracy
 from tests.conftest import CATSDOGS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_pruner.py"
@@ -84,11 +86,18 @@ def test_a_pruner_runs_through_config_spec_trial_pack_summary_and_report(name, t
     for setting, value in cls.columns(method).items():
         assert row[setting] == value, setting
     # 4. A pack with its random control: the control removes exactly the method's share.
-    packed = run_pack([method, control], Workdirs(tmp_path / "pretrained"), trial_ids=["m", "c"])
+    keeping = Workdirs(tmp_path / "pretrained", models=tmp_path / "models", results=tmp_path, latency_batch=4)
+    packed = run_pack([method, control], keeping, trial_ids=["m", "c"])
     (m_row,), (c_row,) = packed
     assert m_row["status"] == c_row["status"] == "ok", (m_row["error"], c_row["error"])
     assert c_row[cls.removes] == m_row[cls.removes] == row[cls.removes]
     assert c_row["match"] == name
+    # Each member's compacted model reloads and scores what the trial scored; both were timed.
+    data = load_data(method)
+    for member in (m_row, c_row):
+        loaded = load_pruned(tmp_path / member["model_path"])
+        assert accuracy(loaded, data.test_x, data.test_y) == member["acc_finetuned"]
+        assert member["measured_speedup"] > 0 and member["latency_batch"] == 4
     # 5. The sweep summary picks it and its control, by name and removed share.
     frame = pd.DataFrame([{**r, "sweep": spec.name} for r in (m_row, c_row)])
     text = sweep_summary(frame, spec)
