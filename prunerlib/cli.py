@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
 
     from prunerlib.analysis.command import add_report_parser
+    from prunerlib.saved_cli import add_parsers as add_saved_parsers
 
     add_report_parser(commands)
+    add_saved_parsers(commands)
 
     data = commands.add_parser("data", help="write data files")
     kinds = data.add_subparsers(dest="kind", required=True, parser_class=_Parser)
@@ -277,8 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         from prunerlib.analysis.command import run_report
+        from prunerlib.saved_cli import run_evaluate, run_export
 
-        return {"run": _run, "sweep": _sweep, "report": run_report, "data": _data}[args.command](args)
+        return {"run": _run, "sweep": _sweep, "report": run_report, "data": _data, "evaluate": run_evaluate,
+                "export": run_export}[args.command](args)
     except PrunerlibError as exc:
         print(f"prunerlib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

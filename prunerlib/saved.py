@@ -145,18 +145,19 @@ def export(model: nn.Module, fmt: ExportFormat, out: str | Path) -> int:
 
     meta = json.dumps(export_metadata(model), indent=1)
     model = model.cpu().eval()  # exports run on the CPU; torch.jit.load / torch.export.load can move them
-    example = torch.zeros((2, *model.prunerlib["input_shape"]))  # batch 2: export specialises a batch of 1
     if fmt == "torchscript":
-        # torch.jit.script, not trace: nothing recorded from one example input. TorchScript is
-        # deprecated in torch >= 2.10 but still what most C++ and mobile runtimes load.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-            program = torch.jit.script(model)
-        write = lambda tmp: torch.jit.save(program, str(tmp), _extra_files={EXPORT_META: meta})  # noqa: E731
+        # torch.jit.script, not trace: nothing is recorded from one example input. TorchScript is
+        # deprecated (torch warns on script and save) but still what C++ and mobile runtimes load.
+        def write(tmp: Path) -> None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+                torch.jit.save(torch.jit.script(model), str(tmp), _extra_files={EXPORT_META: meta})
     elif fmt == "exported":
-        batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        write = lambda tmp: torch.export.save(program, tmp, extra_files={EXPORT_META: meta})  # noqa: E731
+        example = torch.zeros((2, *model.prunerlib["input_shape"]))  # a batch of 1 would be specialised to
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+
+        def write(tmp: Path) -> None:
+            torch.export.save(program, tmp, extra_files={EXPORT_META: meta})
     else:
         raise ConfigError(f"--format: {fmt!r} is not an export format (torchscript | exported)")
     atomic_write(out, write)
