@@ -157,7 +157,9 @@ def export(model: nn.Module, fmt: ExportFormat, out: str | Path) -> int:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
 
         def write(tmp: Path) -> None:
-            torch.export.save(program, tmp, extra_files={EXPORT_META: meta})
+            buffer = io.BytesIO()  # a path not ending in .pt2 (the temporary's) makes torch warn
+            torch.export.save(program, buffer, extra_files={EXPORT_META: meta})
+            tmp.write_bytes(buffer.getvalue())
     else:
         raise ConfigError(f"--format: {fmt!r} is not an export format (torchscript | exported)")
     atomic_write(out, write)
