@@ -58,7 +58,8 @@ class Workdirs:
 
 
 # What a saved model's file repeats of its row: enough to check a reload against the trial.
-_ABOUT = ("trial_id", "config_hash", "cycle", "acc_finetuned", "val_acc_finetuned", "n_test", "n_val")
+_ABOUT = ("trial_id", "config_hash", "cycle", "acc_finetuned", "val_acc_finetuned", "n_test", "n_val",
+          "data_fingerprint")
 
 
 Rows = list[dict[str, Any]]
