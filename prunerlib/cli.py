@@ -24,8 +24,25 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        # No prefix matching: `--devic cpu` must be an error, not --device, and a flag a plugin
+        # adds later must not change what an abbreviation meant.
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """--help with each option's default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "default:" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _flag_value(hint: Any) -> Any:
@@ -43,10 +60,10 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per trial setting (`--angle-cutoff` for angle_cutoff), TrialConfig's own grouped
     by role and each pruner's under its name: what the registry knows, the parser offers."""
     from prunerlib import registry
-    from prunerlib.config import ROLES, setting_help, setting_hints
+    from prunerlib.config import DATASET_DEFAULTS, ROLES, setting_defaults, setting_help, setting_hints
     from prunerlib.values import describe_type
 
-    hints, texts = setting_hints(), setting_help()
+    hints, texts, defaults = setting_hints(), setting_help(), setting_defaults()
     groups: dict[str, Any] = {}
     for name, hint in hints.items():
         owner = registry.setting_owner(name)
@@ -56,13 +73,23 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         text = texts[name].replace("%", "%%")
         if name == "pruner":
             text = " | ".join(registry.PRUNERS)
+        # The flag's own default is None (unset: a config file's value stands); --help shows the setting's.
+        default = defaults[name]
+        if default is None and name in DATASET_DEFAULTS["waveform"]:
+            default = "the dataset's"
+        if default is not None and "(default" not in text:
+            text += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             shown = describe_type(hint)
-            metavar = shown.upper() if shown in ("int", "float", "str") else \
-                shown.replace(" | ", "|") if "|" in shown and " or " not in shown else "VALUE"
+            metavar = _METAVARS.get(name) or (shown.upper() if shown in ("int", "float", "str") else
+                                              shown.replace(" | ", "|") if "|" in shown and " or " not in shown
+                                              else "VALUE")
             group.add_argument(flag, type=_flag_value(hint), metavar=metavar, help=text)
+
+
+_METAVARS = {"data": "PATH", "pruner": "NAME", "match": "NAME", "device": "auto|cpu|cuda[:N]"}
 
 
 def plugin_paths(argv: Sequence[str]) -> list[str]:
@@ -78,7 +105,10 @@ def plugin_paths(argv: Sequence[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from prunerlib import __version__
+
     parser = _Parser(prog="prunerlib", description="Pretrain → prune → fine-tune trials for pruning research.")
+    parser.add_argument("--version", action="version", version=f"prunerlib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run one trial and append its rows to a Parquet file")
@@ -110,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the trials and the resource plan, run nothing (with --address: on that cluster, "
                             "with each GPU node's trial slots and population sizes)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a fixed trial setting of the spec, value in YAML syntax (repeatable)")
+                       help="override the spec, value in YAML syntax (repeatable): a trial setting (lr=0.01, goes "
+                            "under fixed), a top-level key (seeds=[0,1], name=try2) or a dotted path "
+                            "(search.num_samples=80, resources.gpu=0.5)")
 
     from prunerlib.analysis.command import add_report_parser
     from prunerlib.saved_cli import add_parsers as add_saved_parsers

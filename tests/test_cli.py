@@ -32,6 +32,8 @@ def prunerlib(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["run", "--set", "seed=[1, 2"], "--set seed: not valid YAML"),
     (["run", "--set", 'seed=!!python/object/apply:os.system ["id"]'], "--set seed: not valid YAML"),
     (["run", "--save-models", "best"], "--save-models"),
+    (["run", "--devic", "cpu"], "--devic"),  # no prefix matching: an abbreviation is not a flag
+    (["run", "--epochs", "3"], "--epochs"),  # ambiguous too: never guessed
     (["run", "--latency-batch", "0"], "--latency-batch"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, named):
@@ -111,3 +113,20 @@ def test_run_reads_a_uci_file(tmp_path):
                        "--epochs-finetune", "1", "--quiet", "--out", str(tmp_path / "r.parquet"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert pd.read_parquet(tmp_path / "r.parquet")["attributes"].tolist() == [21]
+
+
+def test_version_and_python_dash_m_prunerlib():
+    import prunerlib as package
+
+    for command in ([sys.executable, "-m", "prunerlib", "--version"], [sys.executable, "-m", "prunerlib.cli", "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip() == f"prunerlib {package.__version__}", result
+
+
+def test_help_shows_every_settings_default_and_choices():
+    text = prunerlib("run", "--help").stdout
+    flat = " ".join(text.split())
+    for shown in ("--threshold-factor FLOAT mask", "(default: 1.0)", "--optimizer adam|sgd", "--pruner NAME",
+                  "--hidden INT hidden units (default: the dataset's)", "(default: runs/results.parquet)",
+                  "--save-models {final,all_cycles,none}", "(default: 16,32)"):
+        assert shown in flat, shown

@@ -153,6 +153,34 @@ def test_a_cluster_sweep_needs_shared_storage(tmp_path, capsys):
     assert "storage: a sweep on a cluster needs --storage" in capsys.readouterr().err
 
 
+def test_set_reaches_top_level_keys_and_dotted_paths_with_the_same_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(with_()))
+    spec = load_spec(path, {"seeds": [7], "name": "again", "resources.cpu": 2, "lr": 0.01, "save_models": "none"})
+    assert (spec.seeds, spec.name, spec.cpu, spec.fixed["lr"], spec.save_models) == ((7,), "again", 2, 0.01, "none")
+    searched = tmp_path / "search.yaml"
+    searched.write_text(yaml.safe_dump(with_(grid=DELETE, search=SEARCH)))
+    assert load_spec(searched, {"search.num_samples": 9}).search.num_samples == 9
+    for override, message in [("resources.gpu=2", "resources.gpu: a trial uses one GPU"),
+                              ("search.num_samples=1", "search.num_samples"),
+                              ("seeds=[1, 1]", "seeds: repeats a seed"),
+                              ("colour.x=1", "--set colour.x: colour is not a spec key"),
+                              ("name.first=x", "--set name.first: name is str 't'"),
+                              ("treshold_factor=1", "fixed.treshold_factor: unknown trial setting")]:
+        code = main(["sweep", str(searched if override.startswith("search") else path), "--dry-run",
+                     "--set", override])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], (override, err)
+
+
+def test_a_dry_run_without_photos_says_how_a_sweep_is_given_them(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"name": "cnn", "fixed": {"dataset": "catsdogs"}, "grid": [{"pruner": "none"}]}))
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "fixed.data: catsdogs needs the folder" in err and "--set data=DIR" in err and "--data DIR" not in err
+
+
 def test_set_overrides_fixed_settings(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(textwrap.dedent("""

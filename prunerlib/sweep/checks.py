@@ -32,6 +32,8 @@ def config_at(settings: dict[str, Any], paths: dict[str, str], where: str) -> Tr
             raise SpecError(f"{paths[key]}: {problem}") from None
         if key in settings:  # set under fixed
             raise SpecError(f"fixed.{key}: {problem}") from None
+        if key == "data":  # set nowhere: a sweep is given its data as a fixed setting, not as run's flag
+            raise SpecError(f"fixed.data: {problem.replace('(--data DIR)', '(--set data=DIR)')}") from None
         raise SpecError(f"{where}: {exc}") from None
 
 

@@ -29,6 +29,7 @@ Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -86,12 +87,34 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Swee
         raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if overrides:
-        raw = {**raw, "fixed": {**(raw.get("fixed") or {}), **overrides}} if isinstance(raw, dict) else raw
+    if overrides and isinstance(raw, dict):
+        raw = _overridden(raw, overrides)
     try:
         return parse_spec(raw, path.parent)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+
+
+def _overridden(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The spec with `--set` values in: a top-level key (`seeds`, `name`, `save_models`, ...) or a
+    dotted path (`search.num_samples`, `resources.gpu`, `fixed.lr`) replaces what the file says,
+    and any other key is a trial setting under `fixed`. parse_spec then checks the result, so a
+    bad value is reported at its key path like one written in the file."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        path = key.split(".") if "." in key or key in _TOP_KEYS else ["fixed", key]
+        if path[0] not in _TOP_KEYS:
+            raise SpecError(f"--set {key}: {path[0]} is not a spec key (known: {', '.join(_TOP_KEYS)}); a trial "
+                            f"setting is set without a dot")
+        node = raw
+        for depth, part in enumerate(path[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {key}: {'.'.join(path[:depth + 1])} is {kind(node)} in the spec, not a mapping")
+        node[path[-1]] = value
+    return raw
 
 
 def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
