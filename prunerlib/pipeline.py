@@ -142,10 +142,7 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
         final |= _kept(state, dirs, final, cycle=None)
         done(i, rows)
 
-    if dirs.models is not None and dirs.save_models == "all_cycles":
-        on_record = lambda state, row, i: row.update(_kept(state, dirs, bases[i] | row, row["cycle"]))  # noqa: E731
-    else:
-        on_record = None
+    every_cycle = dirs.models is not None and dirs.save_models == "all_cycles"
 
     try:
         data = load_data(cfgs[0], dirs.image_cache).to(device)
@@ -166,8 +163,8 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
                 raise pretrain_failures[key]
             model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
             states[i] = TrialState(cfg, data, model, pre)
-            if on_record is not None:
-                states[i].on_record = lambda state, row, i=i: on_record(state, row, i)
+            if every_cycle:
+                states[i].on_record = lambda state, row, i=i: row.update(_kept(state, dirs, bases[i] | row, row["cycle"]))
         except (ConfigError, DataError):
             raise
         except Exception as exc:  # noqa: BLE001  a failed member is a row
