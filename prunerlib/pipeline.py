@@ -164,7 +164,8 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
             states[i] = TrialState(cfg, data, model, pre)
             if every_cycle:
-                states[i].on_record = lambda state, row, i=i: row.update(_kept(state, dirs, bases[i] | row, row["cycle"]))
+                states[i].on_record = lambda state, row, i=i: row.update(
+                    _kept(state, dirs, bases[i] | row, row["cycle"]))
         except (ConfigError, DataError):
             raise
         except Exception as exc:  # noqa: BLE001  a failed member is a row
