@@ -92,6 +92,35 @@ def plugin_rows() -> list[dict[str, Any]]:
     return rows
 
 
+# (dense ms at batch 256, at batch 1) of each network, as a timing on one CPU thread might give
+_DENSE_MS = {"ffn": (0.08, 0.012), "cnn": (2.4, 0.35)}
+
+
+def timed_rows(rows: list[dict[str, Any]] | None = None, threshold: float | None = None) -> list[dict[str, Any]]:
+    """The rows as a run that timed its models writes them: each final ok row gets the latency
+    columns (`theoretical_speedup` set to `threshold` for threshold trials when given). What a
+    pruner gives on the clock, at batch 256 and at batch 1:
+        threshold (and its random control)   1.0   1.0    zeroed weights: the shapes stay dense
+        none                                 1.0   1.0
+        any other pruner                     0.9 × theoretical   1.02   (batch 1: call overhead)"""
+    rows = handmade_rows() if rows is None else rows
+    timed = []
+    for row in rows:
+        if not (row.get("final") and row.get("status") == "ok"):
+            timed.append(row)
+            continue
+        method = row.get("match") if row["pruner"] == "random" else row["pruner"]
+        theoretical = threshold if method == "threshold" and threshold is not None else row["theoretical_speedup"]
+        shrinks = method not in ("threshold", "none")
+        speedups = (0.9 * theoretical, 1.02) if shrinks else (1.0, 1.0)
+        dense = _DENSE_MS[row["model"]]
+        timed.append(row | {"theoretical_speedup": theoretical, "latency_batch": 256, "latency_threads": 1,
+                            "latency_ms_dense": dense[0], "latency_ms_pruned": dense[0] / speedups[0],
+                            "measured_speedup": speedups[0], "latency_ms_dense_b1": dense[1],
+                            "latency_ms_pruned_b1": dense[1] / speedups[1], "measured_speedup_b1": speedups[1]})
+    return timed
+
+
 def write_results(path: Path, rows: list[dict[str, Any]] | None = None, drop: tuple[str, ...] = ()) -> Path:
     """The rows as a results file, through the schema contract; `drop` removes columns, as an
     older or foreign file might lack them. A column the schema does not know (a plugin's

@@ -6,7 +6,7 @@ import pytest
 from prunerlib.analysis.command import figures_main
 from prunerlib.analysis.figures import Point, front_of, make_figures, params_removed, pareto_front
 from prunerlib.analysis.stats import Stats
-from tests.analysis_rows import handmade_rows, write_results
+from tests.analysis_rows import handmade_rows, timed_rows, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,20 +39,21 @@ def test_params_removed_falls_back_on_the_compression_ratio():
 
 
 def test_every_figure_is_a_non_empty_png(tmp_path):
-    df = pd.read_parquet(write_results(tmp_path / "r.parquet"))
+    df = pd.read_parquet(write_results(tmp_path / "r.parquet", timed_rows()))
     figures, skipped = make_figures(df, tmp_path / "out")
     assert skipped == []
-    assert [f.name for f in figures] == ["accuracy_vs_removed", "accuracy_vs_speedup", "accuracy_per_cycle"]
+    assert [f.name for f in figures] == ["accuracy_vs_removed", "accuracy_vs_speedup", "accuracy_per_cycle",
+                                         "measured_vs_theoretical"]
     for figure in figures:
         data = figure.path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 20_000 and figure.caption
 
 
 def test_per_cycle_figure_is_skipped_with_a_reason_when_every_trial_ran_one_cycle(tmp_path):
-    one_cycle = [r for r in handmade_rows() if not r["trial_id"].startswith("thr-0")]
+    one_cycle = [r for r in timed_rows() if not r["trial_id"].startswith("thr-0")]
     df = pd.read_parquet(write_results(tmp_path / "r.parquet", one_cycle))
     figures, skipped = make_figures(df, tmp_path / "out")
-    assert [f.name for f in figures] == ["accuracy_vs_removed", "accuracy_vs_speedup"]
+    assert [f.name for f in figures] == ["accuracy_vs_removed", "accuracy_vs_speedup", "measured_vs_theoretical"]
     assert skipped == ["figure accuracy_per_cycle: no successful trial ran more than one pruning cycle"]
 
 

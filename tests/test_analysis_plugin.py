@@ -10,8 +10,9 @@ from prunerlib.analysis.figures import _MORE_STYLES, make_figures, params_remove
 from prunerlib.analysis.labels import pruner_label
 from prunerlib.analysis.pairing import Arms, paired_differences
 from prunerlib.analysis.rows import final_ok
+from prunerlib.analysis.speed_figure import speed_points
 from prunerlib.registry import Setting
-from tests.analysis_rows import plugin_rows, write_results
+from tests.analysis_rows import plugin_rows, timed_rows, write_results
 from tests.helpers import registry_without
 
 
@@ -45,7 +46,7 @@ def plugin(request):
 
 @pytest.fixture
 def ok(plugin, tmp_path) -> pd.DataFrame:
-    return final_ok(pd.read_parquet(write_results(tmp_path / "r.parquet", plugin_rows())))
+    return final_ok(pd.read_parquet(write_results(tmp_path / "r.parquet", timed_rows(plugin_rows()))))
 
 
 def test_a_plugins_settings_are_rows_of_the_all_settings_table_by_their_label(plugin, ok):
@@ -78,5 +79,7 @@ def test_a_plugin_is_drawn_with_its_setting_and_a_style_of_its_own(plugin, ok, t
     assert {("lowest_l2_units", False, f"{setting} 0.2"), ("lowest_l2_units", True, f"as lowest_l2_units: {setting} 0.2"),
             ("lowest_l2_units", False, f"{setting} 0.4")} <= drawn
     assert style("lowest_l2_units") == _MORE_STYLES[0]
+    timed = {(p.method, p.random) for p in speed_points(ok, "measured_speedup")}
+    assert {("lowest_l2_units", False), ("lowest_l2_units", True)} <= timed
     figures, skipped = make_figures(ok, tmp_path / "out")
-    assert skipped == [] and len(figures) == 3
+    assert skipped == [] and len(figures) == 4

@@ -20,30 +20,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from prunerlib import registry  # noqa: E402
-from prunerlib.analysis.labels import (data_label, pruner_label, pruner_rank, setting_groups, setting_label,  # noqa: E402
+from prunerlib.analysis.labels import (_MORE_STYLES, NONE_LABEL, STYLE, data_label, mirrored_pruner,  # noqa: E402,F401
+                                      pruner_label, pruner_rank, setting_groups, setting_label, style,
                                       varying_columns)
 from prunerlib.analysis.rows import column, final_ok, finetune_budget  # noqa: E402
+from prunerlib.analysis.speed import LATENCY_COLUMNS, untimed_reason  # noqa: E402
+from prunerlib.analysis.speed_figure import CAPTION as SPEED_CAPTION  # noqa: E402
+from prunerlib.analysis.speed_figure import measured_vs_theoretical  # noqa: E402
 from prunerlib.analysis.stats import Stats  # noqa: E402
-
-
-STYLE: dict[str, tuple[str, str]] = {  # pruner: (colour, marker); colour-blind-safe tab10 hues
-    "distinctiveness": ("tab:blue", "o"),
-    "threshold": ("tab:orange", "s"),
-    "filters": ("tab:green", "^"),
-    "none": ("0.35", "D"),
-}
-# Any other pruner (a plugin's) takes the next hue and marker, in display order.
-_MORE_STYLES = (("tab:purple", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "h"), ("tab:cyan", "*"))
-NONE_LABEL = "none control (unpruned, same epochs): mean ± std"
-
-
-def style(method: str) -> tuple[str, str]:
-    """A pruner's (colour, marker), the same in every figure."""
-    if method in STYLE:
-        return STYLE[method]
-    others = [m for m in registry.order() if m not in STYLE and not registry.PRUNERS[m].control]
-    return _MORE_STYLES[others.index(method) % len(_MORE_STYLES) if method in others else 0]
 
 
 @dataclass(frozen=True)
@@ -88,11 +72,6 @@ def panels(ok: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for rows in setting_groups(ok):
         groups.setdefault(data_label(rows.iloc[0]), []).append(rows)
     return [(title, pd.concat(frames)) for title, frames in groups.items()]
-
-
-def mirrored_pruner(row: pd.Series) -> str:
-    """The pruner whose colour a point takes: its own, or the one a random control mirrors."""
-    return str(row.get("match")) if row["pruner"] == "random" else str(row["pruner"])
 
 
 def points(rows: pd.DataFrame, x: Callable[[pd.DataFrame], pd.Series]) -> list[Point]:
@@ -262,7 +241,7 @@ def accuracy_vs_removed(ok: pd.DataFrame, path: Path) -> None:
 
 
 def accuracy_vs_speedup(ok: pd.DataFrame, path: Path) -> None:
-    _scatter_figure(ok, speedup, "Theoretical speedup (× fewer FLOPs than dense)", _wide_range, path)
+    _scatter_figure(ok, speedup, "Speedup, theoretical (FLOPs): dense FLOPs / pruned FLOPs", _wide_range, path)
 
 
 def _cycle_series(rows: pd.DataFrame) -> pd.DataFrame:
@@ -322,6 +301,7 @@ _NEEDS = {
     "accuracy_vs_removed": ("params_total", "params_nonzero"),
     "accuracy_vs_speedup": ("theoretical_speedup",),
     "accuracy_per_cycle": ("acc_pretrain", "params_total", "params_nonzero"),
+    "measured_vs_theoretical": LATENCY_COLUMNS,
 }
 CAPTIONS = {
     "accuracy_vs_removed": "Fine-tuned test accuracy against the share of parameters removed, one point per setting "
@@ -330,15 +310,18 @@ CAPTIONS = {
                            "line form the Pareto front, chosen on validation accuracy (no other setting is both sparser and "
                            "more accurate on the validation slice); the test accuracy is only shown.",
     "accuracy_vs_speedup": "Fine-tuned test accuracy against the theoretical speedup (dense FLOPs / FLOPs of the "
-                           "pruned network); markers as in the previous figure.",
+                           "pruned network; measured speedups are in the next figure); markers as in the previous "
+                           "figure.",
     "accuracy_per_cycle": "Settings whose trials ran more than one pruning cycle: fine-tuned test accuracy (top) "
                           "and share of parameters removed (bottom) per cycle, mean ± std over the trials that "
                           "reached that cycle; cycle 0 is the pretrained model.",
+    "measured_vs_theoretical": SPEED_CAPTION,
 }
 _DRAW: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], None]] = {
     "accuracy_vs_removed": lambda ok, _, path: accuracy_vs_removed(ok, path),
     "accuracy_vs_speedup": lambda ok, _, path: accuracy_vs_speedup(ok, path),
     "accuracy_per_cycle": lambda _, rows, path: per_cycle(rows, path),
+    "measured_vs_theoretical": lambda ok, _, path: measured_vs_theoretical(ok, path),
 }
 
 
@@ -350,6 +333,8 @@ def _skip_reason(name: str, df: pd.DataFrame, ok: pd.DataFrame) -> str | None:
         return f"figure {name}: no final ok rows"
     if name == "accuracy_per_cycle" and not (df["status"].eq("ok") & df["cycle"].gt(1)).any():
         return f"figure {name}: no successful trial ran more than one pruning cycle"
+    if name == "measured_vs_theoretical":
+        return untimed_reason(df, f"figure {name}")
     return None
 
 

@@ -33,6 +33,31 @@ def pruner_rank(name: Any) -> tuple[int, int]:
     return 2 if registry.PRUNERS[name].control else 0, order.index(name)
 
 
+# --------------------------------------------------------------------------- figure styles
+STYLE: dict[str, tuple[str, str]] = {  # pruner: (colour, marker); colour-blind-safe tab10 hues
+    "distinctiveness": ("tab:blue", "o"),
+    "threshold": ("tab:orange", "s"),
+    "filters": ("tab:green", "^"),
+    "none": ("0.35", "D"),
+}
+# Any other pruner (a plugin's) takes the next hue and marker, in display order.
+_MORE_STYLES = (("tab:purple", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "h"), ("tab:cyan", "*"))
+NONE_LABEL = "none control (unpruned, same epochs): mean ± std"
+
+
+def style(method: str) -> tuple[str, str]:
+    """A pruner's (colour, marker), the same in every figure."""
+    if method in STYLE:
+        return STYLE[method]
+    others = [m for m in registry.order() if m not in STYLE and not registry.PRUNERS[m].control]
+    return _MORE_STYLES[others.index(method) % len(_MORE_STYLES) if method in others else 0]
+
+
+def mirrored_pruner(row: pd.Series) -> str:
+    """The pruner whose colour a point takes: its own, or the one a random control mirrors."""
+    return str(row.get("match")) if row["pruner"] == "random" else str(row["pruner"])
+
+
 # --------------------------------------------------------------------------- setting labels and groups
 def _num(value: Any) -> str:
     return f"{float(value):g}"

@@ -10,11 +10,12 @@ import pandas as pd
 
 from prunerlib.analysis.comparison import all_settings_table, comparison_family, comparison_table
 from prunerlib.analysis.rows import MissingData
+from prunerlib.analysis.speed import speed_table
 from prunerlib.analysis.tables import Table, table1, table2, table3
 
 
 TABLE_BUILDERS: tuple[Callable[[pd.DataFrame], Table], ...] = (table1, table2, table3, comparison_table,
-                                                                 all_settings_table)
+                                                                 all_settings_table, speed_table)
 
 
 def build_tables(df: pd.DataFrame) -> tuple[list[Table], list[str]]:

@@ -12,9 +12,11 @@ from prunerlib.analysis.figures import Figure, make_figures
 from prunerlib.analysis.provenance import provenance_lines, spec_lines
 from prunerlib.analysis.render import to_markdown, write_tables
 from prunerlib.analysis.results import Results
+from prunerlib.analysis.speed import NAME as SPEED_TABLE
+from prunerlib.analysis.speed import speed_section
 from prunerlib.analysis.tables import Table
 
-TABLE_ORDER = ("table1", "table2", "table3", "comparison", "all_settings")
+TABLE_ORDER = ("table1", "table2", "table3", "comparison", "all_settings", SPEED_TABLE)
 
 
 METHOD_NOTES = (
@@ -37,6 +39,10 @@ METHOD_NOTES = (
     "Figures share one sparsity axis across pruners: the share of all weights and biases that are zero after "
     "pruning (1 − params_nonzero / params_total). Theoretical speedup = dense FLOPs / FLOPs of the compacted, "
     "pruned network (PyTorch's FLOP counter).",
+    "Measured speedup = median latency of the dense network / that of the compacted network the trial saved "
+    "(`prunerlib.latency`: inference mode, warm-up, the median of ~0.2 s of forward passes, one CPU thread or CUDA "
+    "events), at the trial's timing batch size and at batch 1. Zeroed weights lower the FLOPs but not the compacted "
+    "network's shapes; only removed units and filters do.",
 )
 
 
@@ -83,6 +89,8 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
     for name in TABLE_ORDER:
         if name in by_name:
             lines += _table_section(by_name[name])
+        if name == SPEED_TABLE and name in by_name:
+            lines += speed_section(by_name[name])
     if figures:
         lines += _figure_section(figures)
     lines += ["## How the numbers are computed", "", *[f"- {note}" for note in METHOD_NOTES], ""]
