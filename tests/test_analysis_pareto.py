@@ -6,7 +6,7 @@ import pytest
 from prunerlib.analysis.command import figures_main
 from prunerlib.analysis.figures import Point, front_of, make_figures, params_removed, pareto_front
 from prunerlib.analysis.stats import Stats
-from tests.analysis_rows import handmade_rows, timed_rows, write_results
+from tests.analysis_rows import timed_rows, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,8 +6,8 @@ import pytest
 
 from prunerlib import registry
 from prunerlib.analysis.comparison import all_settings_table
-from prunerlib.analysis.figures import _MORE_STYLES, make_figures, params_removed, points, style
-from prunerlib.analysis.labels import pruner_label
+from prunerlib.analysis.figures import make_figures, params_removed, points
+from prunerlib.analysis.labels import _MORE_STYLES, pruner_label, style
 from prunerlib.analysis.pairing import Arms, paired_differences
 from prunerlib.analysis.rows import final_ok
 from prunerlib.analysis.speed_figure import speed_points

@@ -1,4 +1,4 @@
-"""Names, setting labels and number formats for tables and figures.
+"""Names, figure styles, setting labels and number formats for tables and figures.
 Rows hold fractions; tables show percent, and differences in percentage points (pp)."""
 
 from __future__ import annotations
