@@ -11,6 +11,7 @@ import functools
 import os
 import platform
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -50,6 +51,9 @@ _PROVENANCE = [
     ("gpu_name", _STR), ("cuda_driver", _STR), ("cuda_version", _STR), ("cudnn_version", _STR),
     ("tf32_allowed", _BOOL),
     ("prunerlib_version", _STR), ("torch_version", _STR), ("python_version", _STR),
+    # the prunerlib checkout the row came from (null when installed from a wheel): see git_state
+    ("git_commit", _STR), ("git_dirty", _BOOL),
+    ("optuna_trial", _I64),  # a search's rows: the number of the Optuna trial that asked the point
     ("config_json", _STR),
 ]
 
@@ -119,7 +123,32 @@ def provenance() -> dict[str, Any]:
         "prunerlib_version": prunerlib.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
+        **dict(zip(("git_commit", "git_dirty"), git_state())),
     }
+
+
+@functools.cache
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit and dirty flag of the git checkout prunerlib is imported from, once per process."""
+    return checkout_state(Path(__file__).resolve().parent)
+
+
+def checkout_state(folder: Path) -> tuple[str | None, bool | None]:
+    """(HEAD, whether tracked files differ from it) of the checkout whose tracked files include
+    `folder`'s __init__.py; (None, None) for an installed package (even inside a venv in some
+    checkout), without git, or when git takes too long: provenance never fails a trial. Dirty
+    counts tracked files only: a sweep writes its results into the checkout often enough."""
+    def git(*args: str) -> str:
+        # --no-optional-locks: status would otherwise refresh the index under index.lock,
+        # and a trial must never make a user's own `git commit` fail.
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=folder, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
 
 
 def device_provenance(device: Any) -> dict[str, Any]:
