@@ -1,5 +1,5 @@
 """The figure of measured against theoretical speedup: one point per setting (mean ± std over
-seeds), one panel per batch size, the y = x line the FLOP count promises."""
+seeds), a row of panels per data and a column per batch size, the y = x line the FLOP count promises."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from prunerlib.analysis.labels import (data_label, mirrored_pruner, pruner_label
 from prunerlib.analysis.speed import batch_words, numbers, timed  # noqa: E402
 from prunerlib.analysis.stats import Stats  # noqa: E402
 
-CAPTION = ("Measured against theoretical speedup, one point per setting (mean ± std over seeds): left at the batch "
-           "size the trials were timed at, right at batch 1. Dashed: y = x, what the FLOP count promises; dotted: "
+CAPTION = ("Measured against theoretical speedup, one point per setting (mean ± std over seeds), a row per data: left "
+           "at the batch size the trials were timed at, right at batch 1. Dashed: y = x, what the FLOP count promises; dotted: "
            "y = 1, no speedup on the clock. Filled: pruning methods; hollow: random controls (marker of the pruner "
            "they mirror); grey diamond: the none control. Points below the diagonal run slower than their FLOPs "
            "say; see the measured speedup table for why.")
@@ -57,21 +57,7 @@ def _bars(stats: Stats) -> list[list[float]]:
     return [[min(sd, 0.5 * stats.mean)], [sd]]
 
 
-def _name_data(ax: Axes, pts: Sequence[SpeedPoint]) -> None:
-    """FFN and CNN points share a panel: say which data each point is, once per spot (settings
-    that time alike sit on one another)."""
-    spots: dict[tuple[float, float], list[SpeedPoint]] = {}
-    for p in pts:
-        key = (round(math.log2(p.theoretical.mean), 2), round(math.log2(p.measured.mean), 2))
-        spots.setdefault(key, []).append(p)
-    for together in spots.values():
-        names = list(dict.fromkeys(p.data for p in together))
-        colour = style(together[0].method)[0] if len(names) == 1 else "0.25"
-        ax.annotate(" / ".join(names), (together[0].theoretical.mean, together[0].measured.mean), xytext=(6, -10),
-                    textcoords="offset points", fontsize=6, color=colour)
-
-
-def _draw(ax: Axes, pts: Sequence[SpeedPoint], title: str, limits: tuple[float, float], name_data: bool) -> None:
+def _draw(ax: Axes, pts: Sequence[SpeedPoint], title: str, limits: tuple[float, float]) -> None:
     low, high = limits
     ax.set(xscale="log", yscale="log", xlim=limits, ylim=limits, title=title, aspect="equal",
            xlabel="Speedup, theoretical (FLOPs): dense / pruned FLOPs")
@@ -84,8 +70,6 @@ def _draw(ax: Axes, pts: Sequence[SpeedPoint], title: str, limits: tuple[float, 
         ax.errorbar(p.theoretical.mean, p.measured.mean, xerr=_bars(p.theoretical), yerr=_bars(p.measured),
                     fmt=marker, ms=7, color=colour, mfc="white" if p.random else colour, mec=colour, mew=1.6,
                     ecolor=colour, elinewidth=1, capsize=3, alpha=0.9, zorder=2.5 if p.random else 3)
-    if name_data:
-        _name_data(ax, pts)
     for axis in (ax.xaxis, ax.yaxis):  # after set_xscale, which resets them
         axis.set_major_locator(matplotlib.ticker.LogLocator(base=2, subs=(1.0, 1.5)))
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
@@ -104,11 +88,14 @@ def _limits(panels: Sequence[Sequence[SpeedPoint]]) -> tuple[float, float]:
 def measured_vs_theoretical(ok: pd.DataFrame, path: Path) -> None:
     panels = [speed_points(ok, "measured_speedup"), speed_points(ok, "measured_speedup_b1")]
     limits = _limits(panels)
-    name_data = len({p.data for pts in panels for p in pts}) > 1
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), layout="constrained", dpi=150)
-    for ax, pts, batch in zip(axes, panels, (batch_words(timed(ok)), "1")):
-        _draw(ax, pts, f"batch {batch}", limits, name_data)
-    axes[0].set_ylabel("Speedup, measured: dense / pruned latency")
+    # A row of panels per data: an FFN's and a CNN's points in one panel would need labels to tell apart.
+    datas = list(dict.fromkeys(p.data for pts in panels for p in pts))
+    fig, axes = plt.subplots(len(datas), 2, figsize=(10, 0.9 + 4.3 * len(datas)), layout="constrained", dpi=150,
+                             squeeze=False)
+    for row, data in zip(axes, datas):
+        for ax, pts, batch in zip(row, panels, (batch_words(timed(ok)), "1")):
+            _draw(ax, [p for p in pts if p.data == data], f"{data}: batch {batch}", limits)
+        row[0].set_ylabel("Speedup, measured: dense / pruned latency")
     methods = {p.method for pts in panels for p in pts}
     handles = [Line2D([], [], color=style(m)[0], marker=style(m)[1], ls="", ms=7, label=pruner_label(m))
                for m in sorted(methods, key=lambda m: (pruner_rank(m), m))]
