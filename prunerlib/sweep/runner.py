@@ -26,6 +26,7 @@ from ray.tune.stopper import Stopper
 from prunerlib.config import TrialConfig
 from prunerlib.files import atomic_write
 from prunerlib.sweep.cluster import check_cluster, connect
+from prunerlib.sweep.loggers import RunLoggers
 from prunerlib.sweep.plan import grid_packs, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
 from prunerlib.sweep.spec import SpecError, SweepSpec
@@ -112,6 +113,9 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if models:
             size = sum(m.stat().st_size for m in models) / 2**20
             print(f"models: {folder.models} ({len(models)} compacted model(s), {size:.1f} MB; prunerlib.load_pruned)")
+        if "tensorboard" in spec.callbacks:
+            print(f"tensorboard: {folder.root / 'tensorboard'} (one run per configuration; "
+                  f"pip install tensorboard, then tensorboard --logdir {folder.root / 'tensorboard'})")
         code = _verdict(spec, folder, frame, again)
         if crashed and code == 0:
             print(f"every configuration has rows, but check {folder.tune} for the driver's error", file=sys.stderr)
@@ -180,7 +184,7 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
     journal and the trial files agree at the end."""
     import optuna
 
-    from prunerlib.sweep.search import distributions, open_study
+    from prunerlib.sweep.search import distributions, open_study, point_trial_ids
 
     search = spec.search
     assert search is not None
@@ -212,6 +216,10 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
         by_key.setdefault(json.dumps({k: trial.params.get(k) for k in keys}, sort_keys=True), []).append(trial)
     told, reasked = 0, 0
     objectives = [m for m, _ in search.objectives]
+
+    def attrs(point: dict[str, Any]) -> dict[str, Any]:  # as BatchedOptunaSearch.suggest gives them
+        return {"trial_ids": point_trial_ids(spec.fixed, spec.seeds, point), "seeds": list(spec.seeds)}
+
     for key, finals in points.items():
         known = by_key.get(key, [])
         if any(t.state.is_finished() for t in known):
@@ -220,7 +228,8 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
         if len(finals) < len(spec.seeds):
             if not running and hand_out:  # the sampler asked it, the journal forgot it: ask it again
                 study.add_trial(optuna.trial.create_trial(params=params_of[key], distributions=space,
-                                                          state=optuna.trial.TrialState.RUNNING))
+                                                          state=optuna.trial.TrialState.RUNNING,
+                                                          user_attrs=attrs(params_of[key])))
                 reasked += 1
             continue
         ok = [r for r in finals if r["status"] == "ok"]
@@ -231,7 +240,7 @@ def _reconcile_study(spec: SweepSpec, folder: SweepFolder, hand_out: bool = True
                        state=optuna.trial.TrialState.FAIL if failed else None, skip_if_finished=True)
         else:
             study.add_trial(optuna.trial.create_trial(
-                params=params_of[key], distributions=space,
+                params=params_of[key], distributions=space, user_attrs=attrs(params_of[key]),
                 state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
                 values=None if failed else values))
         told += 1
@@ -269,9 +278,11 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
     run_config = tune.RunConfig(
         name=folder.tune.name, storage_path=str(folder.root), stop=_StopOnSignal(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        callbacks=[RunLoggers(spec.callbacks, str(folder.root.parent), spec.name)] if spec.callbacks else None,
     )
     if spec.search:
-        searcher = BatchedOptunaSearch(spec.search, spec.name, str(folder.journal), search_batch(spec, parallel))
+        searcher = BatchedOptunaSearch(spec.search, spec.name, str(folder.journal), search_batch(spec, parallel),
+                                       spec.fixed, spec.seeds)
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=parallel,
                                       reuse_actors=True)
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

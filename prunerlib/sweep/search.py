@@ -26,9 +26,12 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
+from prunerlib.config import TrialConfig
+from prunerlib.sweep.checks import seeded
 from prunerlib.sweep.search_spec import Range, Search, sampler_class
 
 POINTS = "points"  # the Tune trial config key: the list of points (settings) it evaluates
+NUMBERS = "optuna_trials"  # the Tune trial config key: each point's Optuna trial number
 VALUES = "point_values"  # the reported key: one list of objective values per point
 
 
@@ -55,11 +58,20 @@ def open_study(search: Search, name: str, journal: str) -> optuna.Study:
     directions = ["maximize" if mode == "max" else "minimize" for _, mode in search.objectives]
     study = optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(journal)),
                                 directions=directions, load_if_exists=True)
+    names = [metric for metric, _ in search.objectives]
+    if study.metric_names != names:  # optuna-dashboard's axis names; written to the journal once
+        study.set_metric_names(names)
     # A seeded sampler restarts its random stream with every process: offset the seed by the
     # trials the study already holds, so a resumed sweep continues instead of re-asking the
     # points it asked before, and a fresh one stays reproducible.
     study.sampler = make_sampler(search, search.seed + len(study.trials))
     return study
+
+
+def point_trial_ids(fixed: dict[str, Any], seeds: tuple[int, ...], point: dict[str, Any]) -> list[str]:
+    """The trial ids (config hashes) of a point's configurations, one per seed: what an Optuna
+    trial's `trial_ids` user attribute holds, to find its rows in the results."""
+    return [TrialConfig.from_dict({**seeded(fixed, s), **point}).config_hash() for s in seeds]
 
 
 def planned_points(search: Search, name: str, journal: str) -> int:
@@ -73,10 +85,12 @@ def planned_points(search: Search, name: str, journal: str) -> int:
 class BatchedOptunaSearch(Searcher):
     """Tune searcher: each suggestion is `batch` points; finishes after `search.num_samples`."""
 
-    def __init__(self, search: Search, name: str, journal: str, batch: int):
+    def __init__(self, search: Search, name: str, journal: str, batch: int, fixed: dict[str, Any],
+                 seeds: tuple[int, ...]):
         metrics = [m for m, _ in search.objectives]
         super().__init__(metric=metrics, mode=[d for _, d in search.objectives])
         self.search, self.name, self.journal, self.batch = search, name, journal, batch
+        self.fixed, self.seeds = fixed, seeds
         self.live: dict[str, list[int]] = {}  # Tune trial id -> Optuna trial numbers
         self.round: set[str] = set()  # Tune trials asked in this round and not yet told
         self.closed = False  # a result of this round is in: ask nothing until the rest are
@@ -101,12 +115,14 @@ class BatchedOptunaSearch(Searcher):
         space = distributions(self.search)
         for _ in range(min(self.batch - len(points), self.search.num_samples - len(trials))):
             trial = self.study.ask(space)
+            trial.set_user_attr("trial_ids", point_trial_ids(self.fixed, self.seeds, trial.params))
+            trial.set_user_attr("seeds", list(self.seeds))
             points.append((trial.number, trial.params))
         if not points:
             return Searcher.FINISHED
         self.live[trial_id] = [number for number, _ in points]
         self.round.add(trial_id)
-        return {POINTS: [params for _, params in points]}
+        return {POINTS: [params for _, params in points], NUMBERS: self.live[trial_id]}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         numbers = self.live.pop(trial_id, [])

@@ -23,6 +23,7 @@
     save_models: final                    # each trial's compacted model in <sweep>/models: final | all_cycles | none
     measure_latency: true                 # time dense and pruned networks (latency_ms_* columns)
     latency_batch: 256                    # the batch size timed, besides batch 1
+    callbacks: [tensorboard]              # each configuration as a run: tensorboard | mlflow | wandb
 
 Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
 """
@@ -30,6 +31,7 @@ Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import logging
 import math
@@ -51,13 +53,17 @@ from prunerlib.sweep.search_spec import Search, parse_search
 log = logging.getLogger("prunerlib.sweep.spec")
 
 _TOP_KEYS = ("name", "description", "plugins", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
-             "max_failures", "pack_size", "max_configurations", "save_models", "measure_latency", "latency_batch")
+             "max_failures", "pack_size", "max_configurations", "save_models", "measure_latency", "latency_batch",
+             "callbacks")
 # The sweep folder is named after the spec and Tune nests its own names below it: well within
 # the file system's 255 bytes per name.
 _MAX_NAME = 100
 _MAX_CONFIGURATIONS = 10**6
 # Settings whose single value is a list: in a grid, only a list of such lists is an axis.
 _LIST_VALUED = ("conv_channels", "threshold_layers")
+# callbacks (sweep/loggers.py): the module each needs, and what installs it
+_CALLBACKS = {"tensorboard": ("tensorboardX", "ray[tune]"), "mlflow": ("mlflow", "prunerlib[mlflow]"),
+              "wandb": ("wandb", "prunerlib[wandb]")}
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class SweepSpec:
     plugins: tuple[str, ...] = ()  # absolute paths of the pruner files every process imports first
     save_models: SaveModels = "final"
     latency_batch: int | None = 256  # None: measure_latency false
+    callbacks: tuple[str, ...] = ()  # experiment trackers each configuration is logged to
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -167,6 +174,7 @@ def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
         save_models=_choice(raw.get("save_models", "final"), "save_models", get_args(SaveModels)),
         latency_batch=latency_batch if _choice(raw.get("measure_latency", True), "measure_latency", (True, False))
         else None,
+        callbacks=_callbacks(raw.get("callbacks", [])),
     )
 
 
@@ -175,6 +183,18 @@ def _choice(value: Any, key: str, choices: tuple[Any, ...]) -> Any:
         shown = " | ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
         raise SpecError(f"{key}: must be {shown}, got {kind(value)}")
     return value
+
+
+def _callbacks(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise SpecError(f"callbacks: must be a list of {', '.join(_CALLBACKS)}, got {kind(raw)}")
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or name not in _CALLBACKS or name in raw[:i]:
+            raise SpecError(f"callbacks[{i}]: must be one of {', '.join(_CALLBACKS)}, each once, got {kind(name)}")
+        module, extra = _CALLBACKS[name]
+        if importlib.util.find_spec(module) is None:
+            raise SpecError(f"callbacks[{i}]: {name} needs the {module} package: pip install '{extra}'")
+    return tuple(raw)
 
 
 def _check_devices(raw: dict[str, Any], gpu: float) -> None:

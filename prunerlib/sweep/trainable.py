@@ -1,5 +1,5 @@
 """What runs inside a Tune trial, on a Ray worker: a pack of trial configurations as one
-population, its rows kept in the sweep folder, its means reported to Tune.
+population, its rows kept in the sweep folder, its progress and means reported to Tune.
 
 Tune pickles `pack_trial` by reference (module and name), so a worker imports this module and
 looks the function up here: a worker hook that wraps it (tests/fake_cuda.py) patches
@@ -18,13 +18,17 @@ from prunerlib.errors import PrunerlibError
 from prunerlib.devices import resolve_device
 from prunerlib.pipeline import Workdirs, failed_rows, identity_columns
 from prunerlib.pipeline import run_pack
-from prunerlib.sweep.search import POINTS, VALUES
+from prunerlib.sweep.search import NUMBERS, POINTS, VALUES
 from prunerlib.sweep.checks import seeded
 from prunerlib.sweep.store import SweepFolder
 
 # What every Tune trial reports (means over its pack's finished configurations), besides the
 # search objectives: enough for Tune's console table to show how the sweep is going.
 REPORTED = ("acc_finetuned", "units_removed_frac", "weights_removed_frac", "filters_removed_frac")
+# The reported key naming the configurations whose rows were written since the pack's last
+# report ("id,id"): the driver's loggers read their rows from the sweep folder. A string,
+# which Tune's own loggers skip.
+NEW_IDS = "new_trial_ids"
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,9 @@ class SweepContext:
 
 def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     """One Tune trial: run the pack's unfinished configurations as a population, keep each
-    one's rows in the sweep folder, report the pack's means (and each search point's
-    objective values) to Tune.
+    one's rows in the sweep folder, and report to Tune as each configuration finishes (how many
+    are done, the means so far) and once more at the end, when the report also carries each
+    search point's objective values (`VALUES`, what BatchedOptunaSearch tells the study).
 
     An environment fault (a lost file system, no memory, a GPU torch cannot use, a broken CUDA
     context) propagates, so Tune retries the trial (`max_failures`); the members that finished
@@ -71,7 +76,6 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     resolved device goes to run_pack beside the configuration, whose hash stays as written."""
     import ray
     import torch
-    from ray import tune
 
     from prunerlib import plugins
 
@@ -83,11 +87,18 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
     ids = [cfg.config_hash() for cfg in members]
     rows = {tid: None if tid in ctx.rerun else folder.rows(tid) for tid in ids}
     todo = [(cfg, tid) for cfg, tid in zip(members, ids) if rows[tid] is None]
+    # A search point's rows name the Optuna trial that asked it (members are points × seeds).
+    asked = {tid: {"optuna_trial": params[NUMBERS][i // len(ctx.seeds)]} for i, tid in enumerate(ids)} \
+        if NUMBERS in params else {}
+    progress = _Progress(params, ctx, ids, rows)
 
     def keep(index: int, member_rows: list[dict[str, Any]]) -> None:
         tid = todo[index][1]
-        rows[tid] = [row | {"node_id": node} for row in member_rows]
+        rows[tid] = [row | {"node_id": node} | asked.get(tid, {}) for row in member_rows]
         folder.write_rows(tid, rows[tid])
+        # Called in this trial's own thread (run_pack calls back synchronously), where
+        # tune.report may be called; it waits until the driver has taken the result.
+        progress.report(final=False)
 
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained, models=folder.models, save_models=ctx.save_models,
@@ -103,14 +114,33 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
             for index, (cfg, tid) in enumerate(todo):
                 if rows[tid] is None:
                     keep(index, failed_rows(identity_columns(cfg, ctx.name, tid), exc))
-    finals = [rows[tid][-1] for tid in ids]
-    ok = [row for row in finals if row["status"] == "ok"]
-    report = {metric: mean_present(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
-    if POINTS in params:  # each point's objectives: the mean over its seeds
-        per_point = [finals[i: i + len(ctx.seeds)] for i in range(0, len(finals), len(ctx.seeds))]
-        report[VALUES] = [[mean_present(r.get(m) for r in point if r["status"] == "ok") for m in ctx.objectives]
-                          for point in per_point]
-    tune.report({**report, "configs_ok": len(ok), "configs_failed": len(finals) - len(ok)})
+    progress.report(final=True)
+
+
+class _Progress:
+    """What a pack reports to Tune: configurations done of its total, the means of its finished
+    configurations' final rows, and which configurations are new since the last report."""
+
+    def __init__(self, params: dict[str, Any], ctx: SweepContext, ids: list[str],
+                 rows: dict[str, list[dict[str, Any]] | None]):
+        self.params, self.ctx, self.ids, self.rows = params, ctx, ids, rows
+        self.told = {tid for tid, kept in rows.items() if kept is not None}  # logged by an earlier run
+
+    def report(self, final: bool) -> None:
+        from ray import tune
+
+        ctx, rows = self.ctx, self.rows
+        finals = [rows[tid][-1] for tid in self.ids if rows[tid] is not None]
+        ok = [row for row in finals if row["status"] == "ok"]
+        new = [tid for tid in dict.fromkeys(self.ids) if rows[tid] is not None and tid not in self.told]
+        self.told.update(new)
+        report = {metric: mean_present(row.get(metric) for row in ok) for metric in (*ctx.objectives, *REPORTED)}
+        if final and POINTS in self.params:  # each point's objectives: the mean over its seeds
+            per_point = [finals[i: i + len(ctx.seeds)] for i in range(0, len(finals), len(ctx.seeds))]
+            report[VALUES] = [[mean_present(r.get(m) for r in point if r["status"] == "ok") for m in ctx.objectives]
+                              for point in per_point]
+        tune.report({**report, "configs_done": len(finals), "configs_total": len(self.ids), "configs_ok": len(ok),
+                     "configs_failed": len(finals) - len(ok), NEW_IDS: ",".join(new)})
 
 
 def mean_present(values: Any) -> float:
