@@ -45,3 +45,26 @@ def test_an_evolving_nsga2_search_that_asks_a_point_twice_runs_it_once_and_is_co
     assert len(points) == 16 and len(set(points)) < 16  # children equal to a parent, at this seed
     df = pd.read_parquet(tmp_path / "a" / "runs" / "seeded" / "results.parquet")
     assert len(df) == len(set(points)) and df["trial_id"].is_unique
+
+
+def test_a_studys_trials_name_their_objectives_and_their_configurations_rows(tmp_path):
+    import pandas as pd
+
+    from prunerlib.records import git_state
+    from tests.test_sweep_runner import TINY
+
+    spec = {"name": "named", "fixed": {**TINY, "pruner": "threshold"}, "seeds": [0, 1], "pack_size": 2,
+            "search": {"sampler": "random", "num_samples": 3, "seed": 0,
+                       "objectives": {"val_acc_finetuned": "max", "weights_removed_frac": "max"},
+                       "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}}}
+    result = sweep(spec, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = load_study(tmp_path / "runs" / "named")
+    assert study.metric_names == ["val_acc_finetuned", "weights_removed_frac"]  # optuna-dashboard's axes
+    df = pd.read_parquet(tmp_path / "runs" / "named" / "results.parquet")
+    assert len(study.trials) == 3 and len(df) == 6
+    for trial in study.trials:  # one configuration per seed, found in the results by id
+        rows = df.set_index("trial_id").loc[trial.user_attrs["trial_ids"]]
+        assert rows["seed"].tolist() == [0, 1] and (rows["optuna_trial"] == trial.number).all()
+        assert (rows["threshold_factor"] == trial.params["threshold_factor"]).all()
+    assert df["git_commit"].tolist() == [git_state()[0]] * 6  # the workers' checkout is this one
