@@ -21,24 +21,30 @@ class LocalCluster:
     def __init__(self) -> None:
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.dashboard: str | None = None  # http://127.0.0.1:PORT once the head runs one
         # `ray start --head` turns on token authentication; every process that joins must use it.
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-        self._common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+        # The venv's bin on PATH, as on a cluster node: a job's `python` is the one prunerlib is in.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
-    def start_head(self, gpus: int | None = None) -> None:
-        self._start("--head", f"--port={self.port}", f"--temp-dir={self.temp}", "--include-dashboard=false", gpus=gpus)
+    def start_head(self, gpus: int | None = None, cpus: int = 1, dashboard: bool = False) -> None:
+        view = ["--include-dashboard=false"]
+        if dashboard:
+            port = free_port()
+            view = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
+                    f"--dashboard-agent-listen-port={free_port()}"]
+            self.dashboard = f"http://127.0.0.1:{port}"
+        self._start("--head", f"--port={self.port}", f"--temp-dir={self.temp}", *view, gpus=gpus, cpus=cpus)
 
-    def add_node(self, gpus: int | None = None) -> None:
-        self._start(f"--address={self.address}", gpus=gpus)
+    def add_node(self, gpus: int | None = None, cpus: int = 1) -> None:
+        self._start(f"--address={self.address}", gpus=gpus, cpus=cpus)
 
-    def _start(self, *args: str, gpus: int | None) -> None:
+    def _start(self, *args: str, gpus: int | None, cpus: int) -> None:
         extra = [] if gpus is None else [f"--num-gpus={gpus}"]
-        subprocess.run([self.ray, "start", *args, *extra, *self._common], env=self.env, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run([self.ray, "start", *args, *extra, f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
+                        "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
 
     def stop(self) -> None:
         for pid in processes_mentioning(self.temp):
@@ -47,6 +53,12 @@ class LocalCluster:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextmanager
