@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from typing import Any
 
 import optuna
@@ -60,7 +61,9 @@ def open_study(search: Search, name: str, journal: str) -> optuna.Study:
                                 directions=directions, load_if_exists=True)
     names = [metric for metric, _ in search.objectives]
     if study.metric_names != names:  # optuna-dashboard's axis names; written to the journal once
-        study.set_metric_names(names)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
     # A seeded sampler restarts its random stream with every process: offset the seed by the
     # trials the study already holds, so a resumed sweep continues instead of re-asking the
     # points it asked before, and a fresh one stays reproducible.
