@@ -40,7 +40,7 @@ def test_slots_follow_cpus_gpus_and_the_concurrency_cap():
 
 
 def test_the_dry_run_lists_every_trial_and_the_resource_plan():
-    spec = parse_spec({**SPEC, "resources": {"cpu": 2}, "max_concurrent": 8})
+    spec = parse_spec({**SPEC, "resources": {"cpu": 2}, "max_concurrent": 4})
     text = plan_text(spec, cpus=8)
     for cfg in spec.grid:
         assert config_text(cfg) in text

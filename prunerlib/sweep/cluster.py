@@ -111,11 +111,20 @@ def cluster_plan(spec: SweepSpec, address: str | None) -> str:
         connect(address)
     try:
         resources = ray.cluster_resources()
-        text = plan_text(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+        text = plan_text(spec, resources.get("CPU", 0.0), resources.get("GPU", 0.0), held=trials_held_by_nodes(spec))
         return text + ("\n" + _gpu_plan(spec) if spec.gpu else "")
     finally:
         if started_here:
             ray.shutdown()
+
+
+def trials_held_by_nodes(spec: SweepSpec) -> int:
+    """How many of the sweep's trials the cluster's nodes run side by side now: counted node by
+    node, as Ray places a trial on one (a CPU-only head adds CPUs to the total but no GPU slot)."""
+    from prunerlib.sweep.plan import trials_held
+
+    return sum(trials_held(spec, n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+               for n in _alive_nodes())
 
 
 def _gpu_plan(spec: SweepSpec) -> str:
@@ -123,6 +132,7 @@ def _gpu_plan(spec: SweepSpec) -> str:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from prunerlib.population import population_key
+    from prunerlib.sweep.plan import trials_held
 
     nodes = [n for n in _alive_nodes() if n["Resources"].get("GPU", 0.0) > 0]
     if not nodes:
@@ -142,9 +152,10 @@ def _gpu_plan(spec: SweepSpec) -> str:
     for node, answer in zip(nodes, answers):
         have = node["Resources"]
         place = f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
-        slots_here = int(min(have.get("CPU", 0.0) // spec.cpu, have["GPU"] // spec.gpu))
+        slots_here = trials_held(spec, have.get("CPU", 0.0), have["GPU"])
         if "error" in answer:
-            lines.append(f"  {place}: {have['GPU']:g} GPU(s), but torch there cannot use them: {answer['error']}")
+            lines.append(f"  {place}: {have['GPU']:g} GPU(s), {slots_here} trial slot(s), but torch there cannot use "
+                         f"them: {answer['error']}")
             continue
         lines.append(f"  {place}: {have['GPU']:g} GPU(s) {answer['name']}, {answer['free'] / 2**30:.1f} of "
                      f"{answer['total'] / 2**30:.1f} GiB free; {slots_here} trial slot(s)")

@@ -38,11 +38,16 @@ class Pack:
 
 
 def slots(spec: SweepSpec, cpus: float, gpus: float) -> int:
-    """How many Tune trials run at once."""
+    """How many Tune trials the sweep plans for at once: `max_concurrent` when the spec sets it,
+    even beyond what the cluster holds now (an autoscaler adds nodes only for trials waiting to
+    run), else as many as `cpus` and `gpus` hold."""
+    return spec.max_concurrent or max(1, trials_held(spec, cpus, gpus))
+
+
+def trials_held(spec: SweepSpec, cpus: float, gpus: float) -> int:
+    """How many trials one node (or one pool) with these resources runs side by side."""
     fit = int(cpus // spec.cpu)
-    if spec.gpu:
-        fit = min(fit, int(gpus // spec.gpu))
-    return max(1, min(fit, spec.max_concurrent or fit))
+    return min(fit, int(gpus // spec.gpu)) if spec.gpu else fit
 
 
 def grid_packs(spec: SweepSpec, parallel: int = 1) -> list[Pack]:
@@ -104,10 +109,17 @@ def _short(cfg: TrialConfig) -> str:
     return f"{name}{attrs} s{cfg.seed}"
 
 
-def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> str:
-    """What `--dry-run` prints: every trial and the resource plan."""
+def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float | None = None, held: int | None = None) -> str:
+    """What `--dry-run` prints: every trial and the resource plan, on `cpus` and `gpus` (default:
+    this machine's), which hold `held` trials at once (default: as one pool; a cluster counts
+    node by node, since a trial runs on one)."""
     cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
-    parallel = slots(spec, cpus, gpus)
+    if gpus is None:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+    held = trials_held(spec, cpus, gpus) if held is None else held
+    parallel = spec.max_concurrent or max(1, held)
     size = "auto" if spec.pack_size is None else spec.pack_size
     lines = [f"sweep {spec.name}"]
     if spec.grid:
@@ -145,7 +157,16 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float = 0.0) -> 
              else "latency not timed")
     lines.append(f"keeps: {kept[spec.save_models]} (compacted, in <sweep>/models, save_models); {timed}")
     gpu = f", {spec.gpu:g} GPU" if spec.gpu else ""
-    lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial; {parallel} at once on {cpus:g} CPU(s)"
-                 + (f" and {gpus:g} GPU(s)" if spec.gpu else "")
-                 + f"; {spec.max_failures} retr{'y' if spec.max_failures == 1 else 'ies'} after a fault")
+    there = f"{cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if spec.gpu else "")
+    if held == 0:
+        fits = f"; none fits on {there}: " + ("a sweep on a cluster waits for a GPU node, a local one is refused"
+                                              if spec.gpu else "a sweep is refused")
+        fits += f"; {parallel} at once (max_concurrent) as nodes join" if spec.max_concurrent else ""
+    elif parallel > held:
+        fits = (f"; {parallel} at once (max_concurrent), {held} of them on {there} now: the rest wait for nodes an "
+                f"autoscaler adds")
+    else:
+        fits = f"; {parallel} at once on {there}"
+    lines.append(f"resources: {spec.cpu:g} CPU{gpu} per Tune trial{fits}; "
+                 f"{spec.max_failures} retr{'y' if spec.max_failures == 1 else 'ies'} after a fault")
     return "\n".join(lines)
