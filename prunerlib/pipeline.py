@@ -82,7 +82,8 @@ def run_trial(cfg: TrialConfig, dirs: Workdirs, *, sweep: str | None = None, tri
 def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None = None,
              trial_ids: Sequence[str | None] | None = None, progress: bool = False,
              gpu_share: float = 1.0, on_member_done: MemberDone | None = None,
-             device: torch.device | str | None = None, kernel: Kernel = "auto") -> list[Rows]:
+             device: torch.device | str | None = None, kernel: Kernel = "auto",
+             on_cycle_done: Callable[[int], None] | None = None) -> list[Rows]:
     """Rows for each configuration, in order: for each what run_trial(cfg, dirs, sweep=...,
     trial_id=...) returns (same columns, same failed- and error-row behaviour). Members sharing
     a `population_key` are fine-tuned together, in populations of at most `members_that_fit`,
@@ -91,7 +92,7 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
     raise before any training; a diverging or crashing member gets its row and the others go
     on. A fault of the machine (`errors.is_environment_fault`) raises out of run_pack:
     `on_member_done(index, rows)` is called the moment each member's rows are final, so what
-    finished before it is kept.
+    finished before it is kept; `on_cycle_done(cycle)` as each population finishes fine-tuning a cycle.
 
     `wall_finetune_s` of a member is its share of the stage: the stage's wall time (its random
     control's shadow included) divided by the members that started it, so summing over rows
@@ -119,12 +120,13 @@ def run_pack(cfgs: Sequence[TrialConfig], dirs: Workdirs, *, sweep: str | None =
         size = members_that_fit(cfgs[group[0]], where, gpu_share=gpu_share) if len(group) > 1 else 1
         for members in (group[at:at + size] for at in range(0, len(group), size)):
             _run_population([cfgs[p] for p in members], dirs, sweep, [ids[p] for p in members], progress,
-                            lambda i, rows, members=members: done(members[i], rows), where, kernel)
+                            lambda i, rows, members=members: done(members[i], rows), where, kernel, on_cycle_done)
     return results
 
 
 def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, ids: list[str | None],
-                    progress: bool, done: MemberDone, device: torch.device, kernel: Kernel = "auto") -> None:
+                    progress: bool, done: MemberDone, device: torch.device, kernel: Kernel = "auto",
+                    cycle_done: Callable[[int], None] | None = None) -> None:
     """The lifecycle of one population's members, cycle by cycle; `done(i, rows)` hands each
     member's rows over the moment they are final."""
     bases = [identity_columns(cfg, sweep, tid) | device_provenance(device) for cfg, tid in zip(cfgs, ids)]
@@ -194,6 +196,8 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             for i in tuning:
                 fail(i, exc)
             continue
+        if cycle_done is not None:
+            cycle_done(cycle)
         share = stage.wall_s / len(tuning)
         failures = {tuned[pos][0]: failure for pos, failure in stage.failures.items()}
         for i in tuning:

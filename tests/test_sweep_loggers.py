@@ -48,9 +48,11 @@ def test_each_configuration_is_a_tensorboard_run_and_tune_sees_the_pack_progress
         starts = [HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
                   for _, v in values if v.tag == "_hparams_/session_start_info"]
         assert len(starts) == 1 and starts[0].hparams["pruner"].string_value == row["pruner"]
-    # One Tune trial, reporting as its configurations finish and once at the end.
+    # One Tune trial, reporting as each fine-tuning cycle ends, as its configurations finish
+    # (all three in cycle 2), and once at the end.
     (progress,) = ExperimentAnalysis(str(folder / "tune")).trial_dataframes.values()
-    assert progress["configs_done"].tolist() == [1, 2, 3, 3] and (progress["configs_total"] == 3).all()
+    assert progress["cycle"].tolist() == [1, 2, 2, 2, 2, 2]
+    assert progress["configs_done"].tolist() == [0, 0, 1, 2, 3, 3] and (progress["configs_total"] == 3).all()
     assert sorted(",".join(progress["new_trial_ids"].fillna("")).strip(",").split(",")) == sorted(final.index)
 
 

@@ -25,9 +25,9 @@ from ray.tune.stopper import Stopper
 
 from prunerlib.config import TrialConfig
 from prunerlib.files import atomic_write
-from prunerlib.sweep.cluster import check_cluster, connect
+from prunerlib.sweep.cluster import check_cluster, connect, trials_held_by_nodes
 from prunerlib.sweep.loggers import RunLoggers
-from prunerlib.sweep.plan import grid_packs, search_batch, slots
+from prunerlib.sweep.plan import grid_packs, search_batch
 from prunerlib.sweep.search import BatchedOptunaSearch
 from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
@@ -254,11 +254,12 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
     cannot rerun a trial it saw finish (whose rows may since have been lost) and is the first
     thing a full disk leaves inconsistent. packs.json, the trial files and the Optuna journal
     are the record; a fresh Tuner over the packs with configurations left rebuilds from them."""
-    import ray
     from ray import tune
 
-    resources = ray.cluster_resources()
-    parallel = slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+    # Counted node by node, as Ray places a trial on one node (a GPU-less head's CPUs hold no GPU
+    # trial); max_concurrent, when set, queues that many whatever the nodes hold now, so an
+    # autoscaler sees the rest as demand.
+    parallel = spec.max_concurrent or max(1, trials_held_by_nodes(spec))
     # A resumed sweep keeps the packs it started with, whatever the cluster now offers.
     packs = folder.packs() if resume else None
     if packs is None:

@@ -16,7 +16,8 @@
       objectives: {val_acc_finetuned: max, weights_removed_frac: max}   # validation metrics only
       space: {threshold_factor: {low: 0.25, high: 2.5}, pruner: [threshold]}
     resources: {cpu: 1, gpu: 0}           # per Tune trial; gpu at most 1 (a fraction shares one GPU)
-    max_concurrent: 4                     # Tune trials at once (default: as resources allow)
+    max_concurrent: 16                    # Tune trials planned at once, even beyond what the cluster holds
+                                          # now (an autoscaler adds nodes for the rest); default: as nodes hold
     max_failures: 1                       # retries of a Tune trial after an infrastructure fault
     pack_size: auto                       # trial configurations per Tune trial (auto: see plan.py)
     max_configurations: 1000000           # a larger grid is refused before it is expanded

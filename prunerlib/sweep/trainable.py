@@ -100,6 +100,10 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
         # tune.report may be called; it waits until the driver has taken the result.
         progress.report(final=False)
 
+    def cycle_done(cycle: int) -> None:
+        progress.cycle = cycle
+        progress.report(final=False)
+
     if todo:
         dirs = Workdirs(pretrained=folder.pretrained, models=folder.models, save_models=ctx.save_models,
                         results=folder.root, latency_batch=ctx.latency_batch)
@@ -109,7 +113,7 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
         device = resolve_device(cfgs[0].device, ray.get_gpu_ids())
         try:
             run_pack(cfgs, dirs, sweep=ctx.name, trial_ids=tids, gpu_share=ctx.gpu_share, on_member_done=keep,
-                     device=device)
+                     device=device, on_cycle_done=cycle_done)
         except PrunerlibError as exc:  # unusable data on this node: a result too, and the sweep goes on
             for index, (cfg, tid) in enumerate(todo):
                 if rows[tid] is None:
@@ -118,13 +122,15 @@ def pack_trial(params: dict[str, Any], ctx: SweepContext) -> None:
 
 
 class _Progress:
-    """What a pack reports to Tune: configurations done of its total, the means of its finished
-    configurations' final rows, and which configurations are new since the last report."""
+    """What a pack reports to Tune: configurations done of its total, the last fine-tuning cycle
+    finished (`cycle`, 0 before the first), the means of its finished configurations' final rows,
+    and which configurations are new since the last report."""
 
     def __init__(self, params: dict[str, Any], ctx: SweepContext, ids: list[str],
                  rows: dict[str, list[dict[str, Any]] | None]):
         self.params, self.ctx, self.ids, self.rows = params, ctx, ids, rows
         self.told = {tid for tid, kept in rows.items() if kept is not None}  # logged by an earlier run
+        self.cycle = 0
 
     def report(self, final: bool) -> None:
         from ray import tune
@@ -139,7 +145,7 @@ class _Progress:
             per_point = [finals[i: i + len(ctx.seeds)] for i in range(0, len(finals), len(ctx.seeds))]
             report[VALUES] = [[mean_present(r.get(m) for r in point if r["status"] == "ok") for m in ctx.objectives]
                               for point in per_point]
-        tune.report({**report, "configs_done": len(finals), "configs_total": len(self.ids), "configs_ok": len(ok),
+        tune.report({**report, "cycle": self.cycle, "configs_done": len(finals), "configs_total": len(self.ids), "configs_ok": len(ok),
                      "configs_failed": len(finals) - len(ok), NEW_IDS: ",".join(new)})
 
 
