@@ -6,7 +6,7 @@ carries the median wall time of a forward pass of the dense (full-width, masked)
 of the compacted one, at the trial's `latency_batch` and at batch 1, on the trial's device.
 
 Method: inference mode; warm-up; then the median of as many timed passes as fill `budget_s`
-(at least `_MIN_REPS`). On the CPU with one thread (the thread count is a column): a sweep
+(at least `_MIN_REPS`, at most `_MAX_REPS`). On the CPU with one thread (the thread count is a column): a sweep
 runs one trial per core, and a one-thread figure is what compares across machines and core
 counts. On CUDA each pass is timed with CUDA events, synchronised.
 
@@ -31,6 +31,10 @@ from prunerlib.surgery import compact
 
 _MIN_REPS = 5
 _WARMUP = 3
+# A sub-millisecond network's median is as stable after this many passes as after the whole
+# budget's thousands (benchmarks/README.md); a network of a millisecond or more fills its budget
+# first. Without the cap, timing was a third of a Waveform sweep's wall time.
+_MAX_REPS = 200
 _MEASURED: dict[tuple[Any, ...], float] = {}
 
 
@@ -74,7 +78,7 @@ def _measure(model: nn.Module, input_shape: tuple[int, ...], batch: int, device:
             model(x)
         times: list[float] = []
         spent = 0.0
-        while len(times) < _MIN_REPS or spent < budget_s:
+        while len(times) < _MIN_REPS or (spent < budget_s and len(times) < _MAX_REPS):
             seconds = _cuda_pass(model, x) if device.type == "cuda" else _cpu_pass(model, x)
             times.append(seconds)
             spent += seconds

@@ -1,5 +1,7 @@
 """Measured latency: dense against compacted network, one thread, each shape timed once."""
 
+import time
+
 import pytest
 import torch
 
@@ -41,6 +43,21 @@ def test_a_shape_is_timed_once_per_process_whatever_its_weights():
     latency.median_ms(small_ffn(8, 3), (8,), 4, CPU, budget_s=0.01)
     latency.median_ms(a, (8,), 1, CPU, budget_s=0.01)
     assert len(latency._MEASURED) == 3  # another width, another batch: timed again
+
+
+def test_a_sub_millisecond_network_stops_at_max_reps_and_a_slow_one_fills_its_budget(monkeypatch):
+    passes = []
+    model = small_ffn(8, 6)
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x: passes.append(1) or forward(x))
+    latency.median_ms(model, (8,), 4, CPU, budget_s=10.0)  # would take ~10^6 passes of ~10 µs
+    assert len(passes) == 3 + latency._MAX_REPS
+    slow = small_ffn(8, 5)
+    slow_forward = slow.forward
+    passes.clear()
+    monkeypatch.setattr(slow, "forward", lambda x: passes.append(1) or time.sleep(0.002) or slow_forward(x))
+    latency.median_ms(slow, (8,), 4, CPU, budget_s=0.1)
+    assert 5 <= len(passes) - 3 <= 0.1 / 0.002  # the budget, not the cap, ended it
 
 
 def test_only_removed_units_change_what_is_timed():
