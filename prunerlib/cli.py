@@ -146,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from prunerlib.analysis.command import add_report_parser
     from prunerlib.saved_cli import add_parsers as add_saved_parsers
+    from prunerlib.sensitivity_cli import add_parser as add_sensitivity_parser
 
     add_report_parser(commands)
     add_saved_parsers(commands)
+    add_sensitivity_parser(commands)
 
     data = commands.add_parser("data", help="write data files")
     kinds = data.add_subparsers(dest="kind", required=True, parser_class=_Parser)
@@ -312,9 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from prunerlib.analysis.command import run_report
         from prunerlib.saved_cli import run_evaluate, run_export
+        from prunerlib.sensitivity_cli import run as run_sensitivity
 
         return {"run": _run, "sweep": _sweep, "report": run_report, "data": _data, "evaluate": run_evaluate,
-                "export": run_export}[args.command](args)
+                "export": run_export, "sensitivity": run_sensitivity}[args.command](args)
     except PrunerlibError as exc:
         print(f"prunerlib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

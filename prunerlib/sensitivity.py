@@ -1,0 +1,255 @@
+"""Sensitivity scan: how much of ONE layer can each criterion remove, without fine-tuning?
+
+From the shared pretrained model (`pretrained.load_or_pretrain`), each prunable structure —
+a conv layer's filters, the hidden layer's units, the hidden layer's incoming weights — is
+pruned alone, by each criterion, at each fraction, and the model is evaluated as it is:
+validation accuracy (what a selection may read) and test accuracy (what is reported). Each
+(layer, criterion) is ranked once on the pretrained model and every fraction removes a prefix
+of that ranking, so the curve is nested: the units removed at 0.3 include those at 0.2.
+
+Rows go to `DIR/sensitivity.parquet`, the criteria's pairwise agreement to
+`DIR/agreement.parquet` (`prunerlib.agreement`); a rerun of a seed replaces that seed's rows.
+No Ray here: a scan is minutes on one core.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from prunerlib import agreement
+from prunerlib.config import ROLES, TrialConfig
+from prunerlib.errors import ConfigError
+from prunerlib.masks import Masks
+from prunerlib.models import FilterLayer, UnitLayer
+from prunerlib.pruners.base import PruneContext, capture
+from prunerlib.pruners.filters import CRITERIA as FILTER_CRITERIA
+from prunerlib.surgery import Removal, apply_removal
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SCAN_FILE, AGREEMENT_FILE = "sensitivity.parquet", "agreement.parquet"
+# The method whose own removal set the hidden layer's agreement includes (it decides its count).
+REFERENCE = "distinctiveness"
+
+
+# --- unit criteria: the filter criteria, read on a hidden layer (lowest score goes first) ----
+class UnitL1:
+    """Sum of |incoming weights| of the unit."""
+
+    def scores(self, ctx: PruneContext, layer: UnitLayer) -> torch.Tensor:
+        return ctx.model.get_submodule(layer.incoming).weight.detach().abs().sum(1)
+
+
+class UnitMeanActivation:
+    """Mean activation over the training inputs."""
+
+    def scores(self, ctx: PruneContext, layer: UnitLayer) -> torch.Tensor:
+        return capture(ctx.model, layer.activation, ctx.inputs).mean(0)
+
+
+class UnitAPoZ:
+    """Share of exact zeros after the activation. Only ReLU units are ever exactly 0: on sigmoid
+    or tanh units every score ties and the ranking is the units' order (said in the report)."""
+
+    def scores(self, ctx: PruneContext, layer: UnitLayer) -> torch.Tensor:
+        return -(capture(ctx.model, layer.activation, ctx.inputs) == 0).double().mean(0)
+
+
+class UnitRandom:
+    def scores(self, ctx: PruneContext, layer: UnitLayer) -> torch.Tensor:
+        return torch.rand(ctx.model.get_submodule(layer.incoming).out_features, generator=ctx.generator)
+
+
+UNIT_CRITERIA = {"l1": UnitL1(), "mean_activation": UnitMeanActivation(), "apoz": UnitAPoZ(), "random": UnitRandom()}
+
+
+# --- weight criteria: single weights of the hidden layer's incoming matrix -------------------
+def _magnitude(ctx: PruneContext, name: str) -> torch.Tensor:
+    """|w|: what threshold pruning cuts, as a ranking instead of a cut-off."""
+    return dict(ctx.model.named_parameters())[name].detach().abs().flatten()
+
+
+def _random_weights(ctx: PruneContext, name: str) -> torch.Tensor:
+    return torch.rand(dict(ctx.model.named_parameters())[name].numel(), generator=ctx.generator)
+
+
+WEIGHT_CRITERIA: dict[str, Callable[[PruneContext, str], torch.Tensor]] = {
+    "magnitude": _magnitude, "random": _random_weights}
+CRITERIA = tuple(sorted({*FILTER_CRITERIA, *UNIT_CRITERIA, *WEIGHT_CRITERIA}))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One structure pruned alone: `what` (filters | units | weights) of `layer`."""
+
+    layer: str
+    what: str
+    structure: FilterLayer | UnitLayer
+
+    def criteria(self) -> dict[str, Any]:
+        return {"filters": FILTER_CRITERIA, "units": UNIT_CRITERIA, "weights": WEIGHT_CRITERIA}[self.what]
+
+    @property
+    def weight(self) -> str:
+        return f"{self.layer}.weight"
+
+    def size(self, model: nn.Module) -> int:
+        module = model.get_submodule(self.layer)
+        return module.weight.numel() if self.what == "weights" else module.weight.shape[0]
+
+    def scores(self, name: str, ctx: PruneContext, seed: int) -> np.ndarray:
+        ctx.generator.manual_seed(_stream(seed, self, name))
+        criterion = self.criteria()[name]
+        raw = criterion(ctx, self.weight) if self.what == "weights" else criterion.scores(ctx, self.structure)
+        return raw.detach().double().cpu().numpy()
+
+    def count(self, fraction: float, size: int) -> int:
+        """Units or filters removed at `fraction`, as filter ranking counts them, leaving one."""
+        count = int(round(fraction * size))
+        return count if self.what == "weights" else min(count, size - 1)
+
+    def removal(self, order: np.ndarray, count: int, model: nn.Module) -> Removal:
+        chosen = sorted(order[:count].tolist())
+        if self.what == "filters":
+            return Removal(filters={self.layer: chosen})
+        if self.what == "units":
+            return Removal(units={self.layer: chosen})
+        where = torch.zeros(self.size(model), dtype=torch.bool)
+        where[chosen] = True
+        return Removal(weights={self.weight: where.reshape(model.get_submodule(self.layer).weight.shape)})
+
+
+def _stream(seed: int, target: Target, name: str) -> int:
+    """A random criterion's own seed per (seed, layer, what): the same choice whatever else the
+    scan includes, and another one for every seed."""
+    return (seed * 1_000_003 + zlib.crc32(f"{target.layer}/{target.what}/{name}".encode())) % 2**63
+
+
+def targets(model: nn.Module) -> list[Target]:
+    found = [Target(layer.conv, "filters", layer) for layer in model.filter_layers]
+    for layer in model.unit_layers:
+        found += [Target(layer.incoming, "units", layer), Target(layer.incoming, "weights", layer)]
+    return found
+
+
+def check_request(fractions: Sequence[float], criteria: Sequence[str]) -> None:
+    for name in criteria:
+        if name not in CRITERIA:
+            raise ConfigError(f"--criteria: unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
+    if not criteria:
+        raise ConfigError(f"--criteria: give at least one of {', '.join(CRITERIA)}")
+    for fraction in fractions:
+        if not 0 < fraction < 1:
+            raise ConfigError(f"--fractions: {fraction:g} is outside (0, 1); give shares such as 0.1,0.5,0.9")
+    if not fractions:
+        raise ConfigError("--fractions: give at least one share in (0, 1), e.g. 0.1,0.5,0.9")
+
+
+def scan(cfg: TrialConfig, out: Path, *, fractions: Sequence[float] = FRACTIONS,
+         criteria: Sequence[str] = CRITERIA, workdir: Path = Path("runs"), progress: bool = True,
+         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan `cfg`'s pretrained model and write (replacing this seed's rows) both files in `out`.
+    Returns this seed's (sensitivity, agreement) rows."""
+    from tqdm.auto import tqdm
+
+    from prunerlib.datasets import load_data
+    from prunerlib.devices import resolve_device
+    from prunerlib.pretrained import load_or_pretrain
+    from prunerlib.records import provenance
+    from prunerlib.training import accuracy, set_numerics
+
+    check_request(fractions, criteria)
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    device = resolve_device(cfg.device)
+    set_numerics(device, cfg.exact)
+    data = load_data(cfg, workdir / "images").to(device)
+    model, pre = load_or_pretrain(cfg, data, workdir / "pretrained", device, progress)
+    model.eval()
+    sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
+    ctx = PruneContext(model, Masks(model).to(device), data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
+                       torch.Generator())
+    common = {**_settings(cfg), "seed": cfg.seed, "pretrain_key": cfg.pretrain_key(), "scan": scan_key(cfg),
+              "acc_val_pretrained": pre.acc_val, "acc_test_pretrained": pre.acc_test,
+              **{k: provenance()[k] for k in ("host", "prunerlib_version", "torch_version", "git_commit")},
+              "started_at": started}
+    jobs = [(t, name) for t in targets(model) for name in criteria if name in t.criteria()]
+    rows, pairs = [], []
+    bar = tqdm(total=len(jobs) * len(fractions), desc="sensitivity", unit="eval", leave=False,
+               disable=not progress or None)
+    for target in targets(model):
+        size = target.size(model)
+        counts = {f: target.count(f, size) for f in fractions}
+        scores, orders = {}, {}
+        for t, name in jobs:
+            if t != target:
+                continue
+            scores[name] = target.scores(name, ctx, cfg.seed)
+            orders[name] = np.argsort(scores[name], kind="stable")  # lowest first, ties in index order
+            for fraction, count in counts.items():
+                pruned = copy.deepcopy(model)
+                apply_removal(pruned, Masks(pruned).to(device), target.removal(orders[name], count, model))
+                rows.append({"layer": target.layer, "what": target.what, "criterion": name, "fraction": fraction,
+                             "size": size, "removed": count, "acc_val": accuracy(pruned, data.val_x, data.val_y),
+                             "acc_test": accuracy(pruned, data.test_x, data.test_y)})
+                bar.update()
+        found = agreement.pair_rows(scores, orders, counts)
+        if target.what == "units" and orders:
+            found += agreement.reference_rows(REFERENCE, _distinctive(cfg, ctx, target), size, orders)
+        pairs += [{"layer": target.layer, "what": target.what, **row} for row in found]
+    bar.close()
+    wall = time.perf_counter() - clock
+    sens = pd.DataFrame([{**row, **common, "wall_s": wall} for row in rows])
+    agree = pd.DataFrame([{**row, **common, "angle_cutoff": cfg.angle_cutoff} for row in pairs])
+    replace_rows(out / SCAN_FILE, sens, cfg)
+    replace_rows(out / AGREEMENT_FILE, agree, cfg)
+    return sens, agree
+
+
+def _distinctive(cfg: TrialConfig, ctx: PruneContext, target: Target) -> list[int]:
+    """The units distinctiveness removes from the pretrained model at `cfg.angle_cutoff`."""
+    from prunerlib.pruners.distinctiveness import Distinctiveness
+
+    removal = Distinctiveness(cfg).decide(ctx)
+    return removal.units.get(target.layer, [])
+
+
+def _settings(cfg: TrialConfig) -> dict[str, Any]:
+    """The data and model settings, as the trial rows write them (null where they do not apply)."""
+    return {k: v for k, v in cfg.columns().items() if ROLES.get(k) in ("data", "model")}
+
+
+def scan_key(cfg: TrialConfig) -> str:
+    """Which scan a row belongs to, whatever its seed: its pretrained model's settings but the seed.
+    Seeds of one scan accumulate in a file; another data or model is another scan beside them."""
+    return cfg.replace(seed=0).pretrain_key()
+
+
+def replace_rows(path: Path, rows: pd.DataFrame, cfg: TrialConfig) -> None:
+    """Write `rows` into `path`, replacing the rows of the same scan and seed (a rerun), under
+    a lock so two scans writing one folder keep each other's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prunerlib.files import atomic_write, locked
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.with_name(f".{path.name}.lock")):
+        frame = rows
+        if path.exists():
+            old = pq.read_table(path).to_pandas()
+            keep = old[~((old["scan"] == scan_key(cfg)) & (old["seed"] == cfg.seed))]
+            frame = pd.concat([keep, rows], ignore_index=True) if len(keep) else rows
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
