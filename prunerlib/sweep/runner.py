@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,16 @@ def _catch_signals() -> None:
             signal.signal(signum, _on_signal)
 
 
+# PRUNERLIB_TIMINGS=1: the driver prints `prunerlib-timing <phase> <unix time>` to stderr as each
+# phase of the sweep ends (benchmarks/end_to_end.py reads them for its breakdown).
+_TIMINGS = os.environ.get("PRUNERLIB_TIMINGS") == "1"
+
+
+def _mark(phase: str) -> None:
+    if _TIMINGS:
+        print(f"prunerlib-timing {phase} {time.time():.3f}", file=sys.stderr, flush=True)
+
+
 def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume: bool = False,
               retry_failed: bool = False, resume_command: str | None = None) -> int:
     """Run (or resume) the sweep; print where the results are and a summary. Exit code: 0 when
@@ -84,6 +95,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     if retry_failed and spec.search:
         raise SpecError("--retry-failed: a search's failed points are results its sampler has seen; "
                         "retry them in a grid sweep of those settings")
+    _mark("driver_ready")
     folder.begin(spec, resume)
     _SIGNALLED.clear()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -92,11 +104,13 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if started_here:
             connect(address)
         _catch_signals()  # again: ray.init installs its own SIGTERM handler
+        _mark("ray_ready")
         check_cluster(spec, folder, remote=address is not None, interrupted=lambda: bool(_SIGNALLED))
         if spec.search and resume:
             _reconcile_study(spec, folder)
         tuner = None if _SIGNALLED else _tuner(spec, folder, resume, retry_failed)
         crashed = False
+        _mark("tuner_built")
         if tuner is not None:
             try:
                 _say_errors(tuner.fit(), spec)
@@ -106,7 +120,9 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
                       file=sys.stderr)
         if spec.search:  # a journal damaged during the run is told what the trial files hold
             _reconcile_study(spec, folder, hand_out=False)
+        _mark("fit_done")
         frame = folder.consolidate()
+        _mark("consolidated")
         print(sweep_summary(frame, spec))
         print(f"results: {folder.results}")
         models = list(folder.models.glob("*.pt")) if folder.models.is_dir() else []
@@ -117,6 +133,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
             print(f"tensorboard: {folder.root / 'tensorboard'} (one run per configuration; "
                   f"pip install tensorboard, then tensorboard --logdir {folder.root / 'tensorboard'})")
         code = _verdict(spec, folder, frame, again)
+        _mark("summarised")
         if crashed and code == 0:
             print(f"every configuration has rows, but check {folder.tune} for the driver's error", file=sys.stderr)
         return code or int(crashed)
@@ -128,6 +145,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         folder.release()
         if started_here:
             ray.shutdown()
+            _mark("ray_shut_down")
         for signum in (signal.SIGINT, signal.SIGTERM):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)

@@ -1,0 +1,166 @@
+"""`prunerlib sweep sweeps/paper_waveform.yaml` end to end against plain PyTorch loops doing the
+same model-epochs, for 5 seeds and for 20 (`--set seeds=[0,...,19]`), side by side in one run:
+
+  (a) plain loops   the model-epochs the sweep ran (pretraining epochs run per pretraining key,
+                    fine-tuning epochs per trial and cycle, read from its results.parquet) as
+                    one-thread Adam loops over mini-batches of 32 on the FFN, one process per
+                    core, no Ray
+  (b) sweep         `prunerlib sweep` as a subprocess on fresh storage, process start to exit
+
+Prints the ratio (a)/(b) per seed count, Table 1's threshold ×1.0 cells (the paper's check:
+≥ 85.0 % accuracy at ≥ 45 % of weights removed) and a breakdown of the sweep's wall time from
+the driver's PRUNERLIB_TIMINGS=1 marks, Tune's result.json timestamps and the rows' wall_*
+columns. `--sample F` runs only the fraction F of (a)'s epochs and scales its time (a full
+20-seed (a) is ~12 min on 2 cores); `--keep DIR` leaves the sweep folders there, to compare
+results.parquet across commits; `--code DIR` runs the sweep from another checkout (a commit
+before the driver printed its marks has no breakdown).
+
+    .venv/bin/python benchmarks/end_to_end.py [--seeds 5 20] [--sample 0.25]   # figures: README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+CORES = 2
+
+
+def plain_loops(epochs: int, attributes: int) -> tuple[int, float]:
+    """`epochs` epochs of the paper's FFN on Waveform: a plain one-thread Adam loop, batches of 32."""
+    import torch
+    import torch.nn.functional as F
+
+    from prunerlib.config import TrialConfig
+    from prunerlib.datasets import load_data
+    from prunerlib.models import build_model
+
+    torch.set_num_threads(1)
+    cfg = TrialConfig.from_dict({"dataset": "waveform", "attributes": attributes})
+    data = load_data(cfg)
+    model = build_model(cfg, data.in_features, data.classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(data.train_y)).split(32):
+            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return os.getpid(), time.perf_counter() - start
+
+
+def model_epochs(rows: pd.DataFrame) -> dict[int, int]:
+    """Model-epochs the sweep trained, by attribute count: each pretraining key's epochs once,
+    each trial's fine-tuning epochs once per cycle row."""
+    pre = rows.drop_duplicates("pretrain_key").groupby("attributes")["pretrain_epochs_run"].sum()
+    fine = rows[rows["status"] == "ok"].groupby("attributes")["epochs_finetune"].sum()
+    return {int(a): int(pre.get(a, 0) + fine.get(a, 0)) for a in sorted(set(pre.index) | set(fine.index))}
+
+
+def run_plain(work: dict[int, int], sample: float) -> float:
+    """Wall seconds of `work` as plain loops on CORES processes. With `sample` < 1, the loops'
+    part of it is scaled up, the processes' start-up is not."""
+    jobs = [(max(1, round(n * sample)), a) for a, n in work.items()]
+    # Split each attribute count's epochs over the cores: one process per core, no idle core.
+    chunks = [(e // CORES + (i < e % CORES), a) for e, a in jobs for i in range(CORES)]
+    start = time.perf_counter()
+    with mp.get_context("spawn").Pool(CORES) as pool:
+        timed = pool.starmap(plain_loops, [c for c in chunks if c[0]], chunksize=1)
+    wall = time.perf_counter() - start
+    per_process: dict[int, float] = {}
+    for pid, seconds in timed:
+        per_process[pid] = per_process.get(pid, 0.0) + seconds
+    return wall + (1 / sample - 1) * max(per_process.values())
+
+
+def run_sweep(seeds: int, storage: Path, code: Path | None) -> tuple[float, dict[str, float], pd.DataFrame]:
+    """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows."""
+    command = [str(ROOT / ".venv" / "bin" / "prunerlib"), "sweep", str(ROOT / "sweeps" / "paper_waveform.yaml"),
+               "--storage", str(storage), "--set", f"seeds={list(range(seeds))}".replace(" ", "")]
+    start = time.time()
+    env = {**os.environ, "PRUNERLIB_TIMINGS": "1"} | ({"PYTHONPATH": str(code)} if code else {})
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.time() - start
+    if done.returncode:
+        sys.exit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    marks = {"start": start, "exit": start + wall}
+    for line in done.stderr.splitlines():
+        if line.startswith("prunerlib-timing "):
+            _, phase, at = line.split()
+            marks[phase] = float(at)
+    return wall, marks, pd.read_parquet(storage / "paper_waveform" / "results.parquet")
+
+
+def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> list[tuple[str, float]]:
+    """The sweep's wall time phase by phase; the packs' part split by the rows' wall_* columns
+    (core-seconds divided over the slots: what they cost the wall if the slots stay busy)."""
+    results = [[json.loads(line) for line in f.read_text().splitlines()]
+               for f in (storage / "paper_waveform" / "tune").glob("*/result.json")]
+    first_start = min(r[0]["timestamp"] - r[0]["time_this_iter_s"] for r in results)
+    last_end = max(r[-1]["timestamp"] for r in results)  # Tune's timestamps are whole seconds
+    pretrain = rows[~rows["pretrain_reused"].astype(bool)].drop_duplicates("pretrain_key")["wall_pretrain_s"].sum()
+    finetune = rows["wall_finetune_s"].sum()
+    packs = last_end - first_start
+    return [
+        ("imports (process start to run_sweep)", marks["driver_ready"] - marks["start"]),
+        ("Ray start-up (ray.init, cluster check)", marks["ray_ready"] - marks["driver_ready"]),
+        ("planning, Tuner", marks["tuner_built"] - marks["ray_ready"]),
+        ("Tune workers starting (to the first trial)", first_start - marks["tuner_built"]),
+        ("packs (first trial start to last report)", packs),
+        ("  of which pretraining in the packs (per slot)", pretrain / CORES),
+        ("  of which fine-tuning (per slot)", finetune / CORES),
+        ("  of which pruning, evaluation, latency, saving, rows, reports", packs - (pretrain + finetune) / CORES),
+        ("Tune's tail (last report to fit's return)", marks["fit_done"] - last_end),
+        ("consolidation", marks["consolidated"] - marks["fit_done"]),
+        ("summary, verdict", marks["summarised"] - marks["consolidated"]),
+        ("ray.shutdown", marks["ray_shut_down"] - marks["summarised"]),
+        ("process exit", marks["exit"] - marks["ray_shut_down"]),
+    ]
+
+
+def table1(rows: pd.DataFrame) -> str:
+    cell = rows[(rows["pruner"] == "threshold") & (rows["threshold_factor"] == 1.0) & rows["final"]]
+    means = cell.groupby("attributes")[["acc_finetuned", "weights_removed_frac"]].mean()
+    ok = all(m.acc_finetuned >= 0.85 and m.weights_removed_frac >= 0.45 for m in means.itertuples())
+    return "; ".join(f"{a} attributes {m.acc_finetuned:.1%} at {m.weights_removed_frac:.1%} removed"
+                     for a, m in zip(means.index, means.itertuples())) + (" (holds)" if ok else " (FAILS)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5, 20])
+    parser.add_argument("--sample", type=float, default=1.0, help="fraction of (a)'s epochs to run and scale up")
+    parser.add_argument("--code", type=Path, default=None,
+                        help="run the sweep with prunerlib from this checkout (git archive COMMIT | tar -x -C DIR)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the sweep folders under this folder")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seeds in args.seeds:
+            storage = (args.keep or Path(tmp)) / f"seeds{seeds}"
+            wall, marks, rows = run_sweep(seeds, storage, args.code)
+            work = model_epochs(rows)
+            plain = run_plain(work, args.sample)
+            sampled = f", {args.sample:g} of it run and scaled" if args.sample != 1 else ""
+            print(f"{seeds} seeds: {rows['trial_id'].nunique()} trials, {sum(work.values())} model-epochs "
+                  f"{dict(work)}")
+            print(f"  (a) plain loops, {CORES} processes: {plain:.1f} s{sampled}")
+            print(f"  (b) prunerlib sweep, end to end:  {wall:.1f} s")
+            print(f"  ratio: {plain / wall:.1f}x")
+            print(f"  Table 1, threshold x1.0: {table1(rows)}")
+            for phase, seconds in breakdown(marks, storage, rows):
+                print(f"    {phase:<66} {seconds:6.1f} s")
+
+
+if __name__ == "__main__":
+    main()
