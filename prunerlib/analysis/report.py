@@ -12,6 +12,7 @@ from prunerlib.analysis.figures import Figure, make_figures
 from prunerlib.analysis.provenance import provenance_lines, spec_lines
 from prunerlib.analysis.render import to_markdown, write_tables
 from prunerlib.analysis.results import Results
+from prunerlib.analysis.sensitivity import sensitivity_section
 from prunerlib.analysis.speed import NAME as SPEED_TABLE
 from prunerlib.analysis.speed import speed_section
 from prunerlib.analysis.tables import Table
@@ -58,7 +59,8 @@ def _figure_section(figures: Iterable[Figure]) -> list[str]:
     return lines
 
 
-def render_report(results: Results, tables: list[Table], figures: list[Figure], skipped: list[str]) -> str:
+def render_report(results: Results, tables: list[Table], figures: list[Figure], skipped: list[str],
+                  sensitivity: Iterable[str] = ()) -> str:
     by_name = {t.name: t for t in tables}
     family = comparison_family(results.frame)
     claims = claim_sentences(results.frame, family)
@@ -93,7 +95,7 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
             lines += speed_section(by_name[name])
     if figures:
         lines += _figure_section(figures)
-    lines += ["## How the numbers are computed", "", *[f"- {note}" for note in METHOD_NOTES], ""]
+    lines += [*sensitivity, "## How the numbers are computed", "", *[f"- {note}" for note in METHOD_NOTES], ""]
     if skipped:
         lines += ["## Not produced", "", *[f"- {message}" for message in skipped], ""]
     return "\n".join(lines)
@@ -101,10 +103,15 @@ def render_report(results: Results, tables: list[Table], figures: list[Figure], 
 
 def write_report(results: Results, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.md"
+    sensitivity = sensitivity_section(results.scans, out_dir) if results.scans else []
+    if results.frame.empty and sensitivity:  # scans alone: no trial tables to make
+        path.write_text("\n".join([f"# Sensitivity report\n\nGenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} "
+                                   "UTC by `prunerlib report`.\n", *sensitivity]))
+        return path
     tables, table_skips = write_tables(results.frame, out_dir)
     figures, figure_skips = make_figures(results.frame, out_dir)
     for message in (*table_skips, *figure_skips):
         print(f"skipped: {message}", file=sys.stderr)
-    path = out_dir / "report.md"
-    path.write_text(render_report(results, tables, figures, [*table_skips, *figure_skips]))
+    path.write_text(render_report(results, tables, figures, [*table_skips, *figure_skips], sensitivity))
     return path

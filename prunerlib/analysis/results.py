@@ -30,12 +30,19 @@ class Results:
     files: tuple[Path, ...]
     duplicates: int  # rows seen twice (the same sweep, trial and cycle, e.g. a file given twice), kept once
     repeats: int = 0  # runs dropped because a later run had the same configuration and seed (config_hash)
+    scans: tuple[Path, ...] = ()  # sensitivity scans' files (`analysis.sensitivity`), beside the trial rows
 
 
 def load_results(paths: Sequence[str | Path]) -> Results:
     """Rows of result files or sweep folders (see `_read_folder`), each run of a configuration
     and seed once. A file still being written (a temporary) is not a result yet: skipped."""
+    from prunerlib.analysis.sensitivity import only_a_scan, scan_files
+
     paths = [Path(path) for path in paths if not _temporary(Path(path))]
+    scans = scan_files(paths)
+    paths = [path for path in paths if not only_a_scan(path)]
+    if scans and not paths:  # a report of sensitivity scans alone
+        return Results(pd.DataFrame(columns=list(CORE_COLUMNS)), (), 0, scans=scans)
     frames = [_read_folder(path) if path.is_dir() else _read(path) for path in paths]
     if not frames:
         raise ResultsError("no results file given")
@@ -43,7 +50,7 @@ def load_results(paths: Sequence[str | Path]) -> Results:
     identity = [c for c in ("sweep", "trial_id", "config_hash", "cycle") if c in frame.columns]
     unique = frame.drop_duplicates(subset=identity, keep="last").reset_index(drop=True)
     latest, repeats = latest_runs(unique)
-    return Results(latest, tuple(paths), len(frame) - len(unique), repeats)
+    return Results(latest, tuple(paths), len(frame) - len(unique), repeats, scans)
 
 
 def latest_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
