@@ -174,7 +174,7 @@ def scan(cfg: TrialConfig, out: Path, *, fractions: Sequence[float] = FRACTIONS,
     clock = time.perf_counter()
     device = resolve_device(cfg.device)
     set_numerics(device, cfg.exact)
-    data = load_data(cfg, workdir / "images").to(device)
+    data = load_data(cfg).to(device)  # the machine-wide image cache, as prunerlib run uses
     model, pre = load_or_pretrain(cfg, data, workdir / "pretrained", device, progress)
     model.eval()
     sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))

@@ -13,7 +13,8 @@ from typing import Any
 from prunerlib.errors import ConfigError
 
 # Pruning settings a scan reads: which patterns activation criteria see, and distinctiveness's
-# cutoff for the agreement rows. Every other pruning setting would be silently ignored: refused.
+# cutoff for the agreement rows. Every other pruning (or fine-tuning) setting would be silently
+# ignored: refused.
 _READ = ("distinct_max_patterns", "angle_cutoff")
 
 
@@ -53,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     check_request(fractions, criteria)
     settings = trial_settings(args)
     for name in settings:
-        if (ROLES.get(name) == "pruning" or registry.setting_owner(name)) and name not in _READ:
+        if (ROLES.get(name) in ("pruning", "finetuning") or registry.setting_owner(name)) and name not in _READ:
             raise ConfigError(f"--{name.replace('_', '-')}: a sensitivity scan prunes one layer at a time by "
-                              f"--criteria and --fractions; leave {name} out")
+                              f"--criteria and --fractions, without fine-tuning; leave {name} out")
     cfg = TrialConfig.from_dict(settings)
     if cfg.data and not Path(cfg.data).exists():
         raise ConfigError(f"data: {cfg.data} does not exist")

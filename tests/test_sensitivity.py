@@ -94,6 +94,7 @@ def test_cnn_conv_layers_and_hidden_layer(tmp_path, catsdogs_dir):
     (["--fractions", "half"], "--fractions: expected shares"),
     (["--data", "/nonexistent/waveform.data"], "data: /nonexistent/waveform.data does not exist"),
     (["--filters-frac", "0.5"], "--filters-frac: a sensitivity scan prunes one layer at a time"),
+    (["--epochs-finetune", "3"], "--epochs-finetune: a sensitivity scan prunes one layer at a time"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, flags, says):
     code = main(["sensitivity", "--dataset", "waveform", "--out", str(tmp_path / "s"), "--workdir",
