@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from prunerlib.analysis.sensitivity import against_random, verdicts
+from prunerlib.analysis.sensitivity import against_random, chance_jaccard, verdicts
 from prunerlib.cli import main
 
 TINY = ["--dataset", "waveform", "--attributes", "21", "--n", "600", "--epochs-pretrain", "6", "--patience", "2"]
@@ -62,6 +62,7 @@ def _rows(diffs_by_seed):
 def test_verdicts_say_none_honestly_and_name_a_real_difference():
     same = _rows([0.01, -0.01, 0.02, -0.02, 0.0])
     assert "none" in verdicts(same, against_random(same))[0]
+    assert chance_jaccard(25, 50) == pytest.approx(1 / 3)
     better = _rows([0.10, 0.11, 0.09, 0.10, 0.12])
     found = against_random(better)
     assert found[0].p_adj < 0.05 and math.isclose(found[0].diff, 0.104)

@@ -138,8 +138,11 @@ def verdicts(rows: pd.DataFrame, comparisons: list[Comparison]) -> list[str]:
                 found.setdefault(c.criterion, []).append(f"{'+' if c.diff > 0 else '−'}{abs(c.diff) * 100:.1f} "
                                                          f"points at {c.fraction:g}")
         if not found:
+            best = min((c for c in mine if not math.isnan(c.p_adj)), key=lambda c: c.p, default=None)
+            closest = "" if best is None else (f"; closest: {best.criterion} at {best.fraction:g}, "
+                                               f"{best.diff * 100:+.1f} points, adjusted p {best.p_adj:.2g}")
             sentences.append(f"**{panel}**: none — no criterion's validation accuracy differs from random's at "
-                             f"any fraction ({seeds} seeds, Holm-adjusted p ≥ {ALPHA:g}).")
+                             f"any fraction ({seeds} seeds, Holm-adjusted p ≥ {ALPHA:g}{closest}).")
         else:
             said = "; ".join(f"{name} ({', '.join(where)})" for name, where in sorted(found.items()))
             sentences.append(f"**{panel}**: distinguishable from random ({seeds} seeds, Holm-adjusted p < "
@@ -156,6 +159,11 @@ def mean_jaccard(agreement: pd.DataFrame, panel: str, fraction: float = HEAT_FRA
     for (a, b), value in means.items():
         matrix.loc[a, b] = matrix.loc[b, a] = value
     return matrix
+
+
+def chance_jaccard(k: float, n: float) -> float:
+    """Expected Jaccard overlap of two random k-subsets of n: (k²/n) / (2k − k²/n) = k / (2n − k)."""
+    return k / (2 * n - k) if n > 0 and 0 < k <= n else math.nan
 
 
 def agreement_lines(agreement: pd.DataFrame) -> list[str]:
@@ -175,9 +183,11 @@ def agreement_lines(agreement: pd.DataFrame) -> list[str]:
         if len(dist):
             removed = Stats.of(dist.drop_duplicates(["scan", "seed"])["removed"]).mean
             overlap = dist.groupby("criterion_b")["jaccard"].mean()
+            width = dist["removed"].iloc[0] / dist["fraction"].iloc[0] if dist["fraction"].iloc[0] else math.nan
             text += (f" Distinctiveness at {dist['angle_cutoff'].iloc[0]:g}° removes {removed:.1f} units on average; "
                      "its set's mean Jaccard with each criterion's as many lowest-scoring units: "
-                     + ", ".join(f"{k} {'n/a' if math.isnan(v) else f'{v:.2f}'}" for k, v in overlap.items()) + ".")
+                     + ", ".join(f"{k} {'n/a' if math.isnan(v) else f'{v:.2f}'}" for k, v in overlap.items())
+                     + f" (two random sets of that size: {chance_jaccard(removed, width):.2f}).")
         lines.append(text)
     return lines
 
@@ -204,5 +214,5 @@ def sensitivity_section(files: Sequence[Path], out_dir: Path) -> list[str]:
         heat = heat_figure(scan.agreement, out_dir / "sensitivity_agreement.png")
         lines += ["### Do the criteria agree?", "", f"![criteria agreement]({heat.name})", "",
                   f"*Mean Jaccard overlap over seeds of the sets two criteria remove at fraction {HEAT_FRACTION:g}, "
-                  "per layer (1: the same units).*", "", *agreement_lines(scan.agreement), ""]
+                  f"per layer (1: the same units; two random sets overlap by {chance_jaccard(HEAT_FRACTION, 1):.2f}).*", "", *agreement_lines(scan.agreement), ""]
     return lines
