@@ -100,7 +100,10 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
     _SIGNALLED.clear()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _catch_signals()
+    stop_ahead = threading.Event()
     try:
+        if started_here and address is None and not spec.gpu and spec.grid:
+            _pretrain_ahead(spec, folder, stop_ahead)
         if started_here:
             connect(address)
         _catch_signals()  # again: ray.init installs its own SIGTERM handler
@@ -142,6 +145,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         print(f"interrupted; continue with: {again}", file=sys.stderr)
         return 128 + signal.SIGINT
     finally:
+        stop_ahead.set()  # at its next model: one it is writing is renamed into place or cleaned up later
         folder.release()
         if started_here:
             ray.shutdown()
@@ -149,6 +153,47 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         for signum in (signal.SIGINT, signal.SIGTERM):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
+def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event) -> None:
+    """Pretrain a local CPU grid's models on the driver, one after another in a thread, while
+    Ray starts and its workers import: cores that would idle for seconds. The packs then find
+    them in the store (or wait on the lock of the one being trained, or train one not reached
+    yet), and a model is the same whoever trains it: the store key holds everything that makes
+    it, the driver uses a trial's threads and numerics, and build_model seeds it. Only here: a
+    cluster's or a GPU sweep's models are trained on its workers, on their device type.
+
+    The order is the packs' own, round robin over the slots, so each pack's first model is
+    ready first. Whatever fails here is left to the pack that needs it, which records it."""
+    import torch
+
+    from prunerlib.datasets import load_data
+    from prunerlib.devices import resolve_device
+    from prunerlib.pretrained import load_or_pretrain
+    from prunerlib.training import set_numerics
+
+    slots = max(1, int((os.cpu_count() or 1) // spec.cpu))
+    queues: list[list[TrialConfig]] = []
+    for pack in grid_packs(spec, spec.max_concurrent or slots):
+        firsts: dict[str, TrialConfig] = {}
+        for cfg in pack.members:
+            firsts.setdefault(cfg.pretrain_key(), cfg)
+        queues.append(list(firsts.values()))
+    order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+    def run() -> None:
+        torch.set_num_threads(max(1, int(spec.cpu)))  # what pack_trial sets
+        for cfg in order:
+            if stop.is_set() or _SIGNALLED:
+                return
+            try:
+                device = resolve_device(cfg.device, [])
+                set_numerics(device, cfg.exact)
+                load_or_pretrain(cfg, load_data(cfg), folder.pretrained, device, progress=False)
+            except Exception:  # noqa: BLE001, S112  the pack that needs the model tries again and keeps the row
+                continue
+
+    threading.Thread(target=run, name="prunerlib-pretrain-ahead", daemon=True).start()
 
 
 def _say_errors(grid: Any, spec: SweepSpec) -> None:
