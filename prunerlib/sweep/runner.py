@@ -163,8 +163,8 @@ def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event)
     it, the driver uses a trial's threads and numerics, and build_model seeds it. Only here: a
     cluster's or a GPU sweep's models are trained on its workers, on their device type.
 
-    The order is the packs' own, round robin over the slots, so each pack's first model is
-    ready first. Whatever fails here is left to the pack that needs it, which records it."""
+    The order is the packs' own, round robin over the first round's, so each pack's first model
+    is ready first. Whatever fails here is left to the pack that needs it, which records it."""
     import torch
 
     from prunerlib.datasets import load_data
@@ -172,9 +172,11 @@ def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event)
     from prunerlib.pretrained import load_or_pretrain
     from prunerlib.training import set_numerics
 
-    slots = max(1, int((os.cpu_count() or 1) // spec.cpu))
+    slots = spec.max_concurrent or max(1, int((os.cpu_count() or 1) // spec.cpu))
     queues: list[list[TrialConfig]] = []
-    for pack in grid_packs(spec, spec.max_concurrent or slots):
+    # The first round's packs only (Tune starts the grid's trials in order): later rounds pretrain
+    # their own models in their slots, and a driver still training would slow Tune's own loop.
+    for pack in grid_packs(spec, slots)[:slots]:
         firsts: dict[str, TrialConfig] = {}
         for cfg in pack.members:
             firsts.setdefault(cfg.pretrain_key(), cfg)
