@@ -12,8 +12,8 @@ Prints the ratio (a)/(b) per seed count, Table 1's threshold ×1.0 cells (the pa
 the driver's PRUNERLIB_TIMINGS=1 marks, Tune's result.json timestamps and the rows' wall_*
 columns. `--sample F` runs only the fraction F of (a)'s epochs and scales its time (a full
 20-seed (a) is ~12 min on 2 cores); `--keep DIR` leaves the sweep folders there, to compare
-results.parquet across commits; `--code DIR` runs the sweep from another checkout (a commit
-before the driver printed its marks has no breakdown).
+results.parquet across commits (with the ignored columns of a comparison: started_at, wall_*,
+node_id, host, git_*, latency_*, measured_speedup*, pretrain_reused).
 
     .venv/bin/python benchmarks/end_to_end.py [--seeds 5 20] [--sample 0.25]   # figures: README.md
 """
@@ -84,13 +84,13 @@ def run_plain(work: dict[int, int], sample: float) -> float:
     return wall + (1 / sample - 1) * max(per_process.values())
 
 
-def run_sweep(seeds: int, storage: Path, code: Path | None) -> tuple[float, dict[str, float], pd.DataFrame]:
+def run_sweep(seeds: int, storage: Path) -> tuple[float, dict[str, float], pd.DataFrame]:
     """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows."""
     command = [str(ROOT / ".venv" / "bin" / "prunerlib"), "sweep", str(ROOT / "sweeps" / "paper_waveform.yaml"),
                "--storage", str(storage), "--set", f"seeds={list(range(seeds))}".replace(" ", "")]
     start = time.time()
-    env = {**os.environ, "PRUNERLIB_TIMINGS": "1"} | ({"PYTHONPATH": str(code)} if code else {})
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, env={**os.environ, "PRUNERLIB_TIMINGS": "1"}, capture_output=True, text=True,
+                          timeout=3600)
     wall = time.time() - start
     if done.returncode:
         sys.exit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -141,14 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--sample", type=float, default=1.0, help="fraction of (a)'s epochs to run and scale up")
-    parser.add_argument("--code", type=Path, default=None,
-                        help="run the sweep with prunerlib from this checkout (git archive COMMIT | tar -x -C DIR)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the sweep folders under this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seeds in args.seeds:
             storage = (args.keep or Path(tmp)) / f"seeds{seeds}"
-            wall, marks, rows = run_sweep(seeds, storage, args.code)
+            wall, marks, rows = run_sweep(seeds, storage)
             work = model_epochs(rows)
             plain = run_plain(work, args.sample)
             sampled = f", {args.sample:g} of it run and scaled" if args.sample != 1 else ""
