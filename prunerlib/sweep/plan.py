@@ -41,7 +41,12 @@ def slots(spec: SweepSpec, cpus: float, gpus: float) -> int:
     """How many Tune trials the sweep plans for at once: `max_concurrent` when the spec sets it,
     even beyond what the cluster holds now (an autoscaler adds nodes only for trials waiting to
     run), else as many as `cpus` and `gpus` hold."""
-    return spec.max_concurrent or max(1, trials_held(spec, cpus, gpus))
+    return planned(spec, trials_held(spec, cpus, gpus))
+
+
+def planned(spec: SweepSpec, held: int) -> int:
+    """Tune trials planned at once when the nodes hold `held`: `max_concurrent` if set, else them."""
+    return spec.max_concurrent or max(1, held)
 
 
 def trials_held(spec: SweepSpec, cpus: float, gpus: float) -> int:
@@ -119,7 +124,7 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float | None = N
 
         gpus = float(torch.cuda.device_count())
     held = trials_held(spec, cpus, gpus) if held is None else held
-    parallel = spec.max_concurrent or max(1, held)
+    parallel = planned(spec, held)
     size = "auto" if spec.pack_size is None else spec.pack_size
     lines = [f"sweep {spec.name}"]
     if spec.grid:

@@ -28,7 +28,7 @@ from prunerlib.config import TrialConfig
 from prunerlib.files import atomic_write
 from prunerlib.sweep.cluster import check_cluster, connect, trials_held_by_nodes
 from prunerlib.sweep.loggers import RunLoggers
-from prunerlib.sweep.plan import grid_packs, search_batch
+from prunerlib.sweep.plan import grid_packs, planned, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
 from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
@@ -172,11 +172,11 @@ def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event)
     from prunerlib.pretrained import load_or_pretrain
     from prunerlib.training import set_numerics
 
-    slots = spec.max_concurrent or max(1, int((os.cpu_count() or 1) // spec.cpu))
+    parallel = slots(spec, float(os.cpu_count() or 1), 0.0)  # a local CPU sweep: this machine's cores
     queues: list[list[TrialConfig]] = []
     # The first round's packs only (Tune starts the grid's trials in order): later rounds pretrain
     # their own models in their slots, and a driver still training would slow Tune's own loop.
-    for pack in grid_packs(spec, slots)[:slots]:
+    for pack in grid_packs(spec, parallel)[:parallel]:
         firsts: dict[str, TrialConfig] = {}
         for cfg in pack.members:
             firsts.setdefault(cfg.pretrain_key(), cfg)
@@ -324,7 +324,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
     # Counted node by node, as Ray places a trial on one node (a GPU-less head's CPUs hold no GPU
     # trial); max_concurrent, when set, queues that many whatever the nodes hold now, so an
     # autoscaler sees the rest as demand.
-    parallel = spec.max_concurrent or max(1, trials_held_by_nodes(spec))
+    parallel = planned(spec, trials_held_by_nodes(spec))
     # A resumed sweep keeps the packs it started with, whatever the cluster now offers.
     packs = folder.packs() if resume else None
     if packs is None:
