@@ -143,6 +143,20 @@ def targets(model: nn.Module) -> list[Target]:
     return found
 
 
+# Pruning settings a scan reads: which patterns activation criteria see, and distinctiveness's
+# cutoff for the agreement rows. Every other pruning (or fine-tuning) setting would be silently
+# ignored: the CLI and a sweep spec refuse them.
+READ_SETTINGS = ("distinct_max_patterns", "angle_cutoff")
+
+
+def ignored(setting: str) -> bool:
+    """Whether a scan would ignore `setting` (it prunes by its own criteria and never fine-tunes)."""
+    from prunerlib import registry
+
+    return (ROLES.get(setting) in ("pruning", "finetuning") or bool(registry.setting_owner(setting))) \
+        and setting not in READ_SETTINGS
+
+
 def check_request(fractions: Sequence[float], criteria: Sequence[str]) -> None:
     for name in criteria:
         if name not in CRITERIA:
@@ -156,26 +170,63 @@ def check_request(fractions: Sequence[float], criteria: Sequence[str]) -> None:
         raise ConfigError("--fractions: give at least one share in (0, 1), e.g. 0.1,0.5,0.9")
 
 
-def scan(cfg: TrialConfig, out: Path, *, fractions: Sequence[float] = FRACTIONS,
-         criteria: Sequence[str] = CRITERIA, workdir: Path = Path("runs"), progress: bool = True,
-         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scan `cfg`'s pretrained model and write (replacing this seed's rows) both files in `out`.
-    Returns this seed's (sensitivity, agreement) rows."""
-    from tqdm.auto import tqdm
+@dataclass
+class Scanner:
+    """One configuration's pretrained model, ready to have its structures pruned one at a time."""
 
+    cfg: TrialConfig
+    data: Any  # prunerlib.datasets.Data, on the scan's device
+    model: nn.Module
+    ctx: PruneContext
+    common: dict[str, Any]  # what every row of this seed carries
+    device: torch.device
+
+    def scan_target(self, target: Target, fractions: Sequence[float], criteria: Sequence[str],
+                    step: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One structure by each of `criteria` it takes, at each fraction: its sensitivity rows and
+        its agreement rows (which need every criterion of the structure together)."""
+        from prunerlib.training import accuracy
+
+        model, data = self.model, self.data
+        size = target.size(model)
+        counts = {f: target.count(f, size) for f in fractions}
+        rows, scores, orders = [], {}, {}
+        for name in (c for c in criteria if c in target.criteria()):
+            scores[name] = target.scores(name, self.ctx, self.cfg.seed)
+            orders[name] = np.argsort(scores[name], kind="stable")  # lowest first, ties in index order
+            for fraction, count in counts.items():
+                pruned = copy.deepcopy(model)
+                apply_removal(pruned, Masks(pruned).to(self.device), target.removal(orders[name], count, model))
+                rows.append({"layer": target.layer, "what": target.what, "criterion": name, "fraction": fraction,
+                             "size": size, "removed": count, "acc_val": accuracy(pruned, data.val_x, data.val_y),
+                             "acc_test": accuracy(pruned, data.test_x, data.test_y)})
+                step()
+        found = agreement.pair_rows(scores, orders, counts)
+        if target.what == "units" and orders:
+            found += agreement.reference_rows(REFERENCE, _distinctive(self.cfg, self.ctx, target), size, orders)
+        return rows, [{"layer": target.layer, "what": target.what, **row} for row in found]
+
+    def frames(self, rows: list[dict[str, Any]], pairs: list[dict[str, Any]], wall: float,
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The rows as the two files hold them; `wall` is the time they took."""
+        sens = pd.DataFrame([{**row, **self.common, "wall_s": wall} for row in rows])
+        agree = pd.DataFrame([{**row, **self.common, "angle_cutoff": self.cfg.angle_cutoff} for row in pairs])
+        return sens, agree
+
+
+def prepare(cfg: TrialConfig, workdir: Path, progress: bool = True) -> Scanner:
+    """Load the data and the pretrained model (from `workdir`/pretrained, training it if no one has)."""
     from prunerlib.datasets import load_data
     from prunerlib.devices import resolve_device
     from prunerlib.pretrained import load_or_pretrain
     from prunerlib.records import provenance
-    from prunerlib.training import accuracy, set_numerics
+    from prunerlib.training import set_numerics
 
-    check_request(fractions, criteria)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    clock = time.perf_counter()
     device = resolve_device(cfg.device)
     set_numerics(device, cfg.exact)
     data = load_data(cfg).to(device)  # the machine-wide image cache, as prunerlib run uses
-    model, pre = load_or_pretrain(cfg, data, workdir / "pretrained", device, progress)
+    model, pre = load_or_pretrain(cfg, data, Path(workdir) / "pretrained", device, progress)
     model.eval()
     sample = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
     ctx = PruneContext(model, Masks(model).to(device), data.train_x[sample[: cfg.distinct_max_patterns].to(device)],
@@ -184,34 +235,40 @@ def scan(cfg: TrialConfig, out: Path, *, fractions: Sequence[float] = FRACTIONS,
               "acc_val_pretrained": pre.acc_val, "acc_test_pretrained": pre.acc_test,
               **{k: provenance()[k] for k in ("host", "prunerlib_version", "torch_version", "git_commit")},
               "started_at": started}
-    jobs = [(t, name) for t in targets(model) for name in criteria if name in t.criteria()]
-    rows, pairs = [], []
-    bar = tqdm(total=len(jobs) * len(fractions), desc="sensitivity", unit="eval", leave=False,
+    return Scanner(cfg, data, model, ctx, common, device)
+
+
+def structures(cfg: TrialConfig) -> list[tuple[str, str]]:
+    """(layer, what) of every structure a scan of `cfg` prunes, without data or training: a
+    sweep plans its units from it."""
+    from prunerlib.models import build_model
+
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation worth the name
+        model = build_model(cfg, in_features=1, classes=2)
+    return [(t.layer, t.what) for t in targets(model)]
+
+
+def scan(cfg: TrialConfig, out: Path, *, fractions: Sequence[float] = FRACTIONS,
+         criteria: Sequence[str] = CRITERIA, workdir: Path = Path("runs"), progress: bool = True,
+         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan `cfg`'s pretrained model and write (replacing this seed's rows) both files in `out`.
+    Returns this seed's (sensitivity, agreement) rows."""
+    from tqdm.auto import tqdm
+
+    check_request(fractions, criteria)
+    clock = time.perf_counter()
+    scanner = prepare(cfg, workdir, progress)
+    found = targets(scanner.model)
+    jobs = sum(1 for t in found for name in criteria if name in t.criteria())
+    bar = tqdm(total=jobs * len(fractions), desc="sensitivity", unit="eval", leave=False,
                disable=not progress or None)
-    for target in targets(model):
-        size = target.size(model)
-        counts = {f: target.count(f, size) for f in fractions}
-        scores, orders = {}, {}
-        for t, name in jobs:
-            if t != target:
-                continue
-            scores[name] = target.scores(name, ctx, cfg.seed)
-            orders[name] = np.argsort(scores[name], kind="stable")  # lowest first, ties in index order
-            for fraction, count in counts.items():
-                pruned = copy.deepcopy(model)
-                apply_removal(pruned, Masks(pruned).to(device), target.removal(orders[name], count, model))
-                rows.append({"layer": target.layer, "what": target.what, "criterion": name, "fraction": fraction,
-                             "size": size, "removed": count, "acc_val": accuracy(pruned, data.val_x, data.val_y),
-                             "acc_test": accuracy(pruned, data.test_x, data.test_y)})
-                bar.update()
-        found = agreement.pair_rows(scores, orders, counts)
-        if target.what == "units" and orders:
-            found += agreement.reference_rows(REFERENCE, _distinctive(cfg, ctx, target), size, orders)
-        pairs += [{"layer": target.layer, "what": target.what, **row} for row in found]
+    rows, pairs = [], []
+    for target in found:
+        more, agreeing = scanner.scan_target(target, fractions, criteria, bar.update)
+        rows += more
+        pairs += agreeing
     bar.close()
-    wall = time.perf_counter() - clock
-    sens = pd.DataFrame([{**row, **common, "wall_s": wall} for row in rows])
-    agree = pd.DataFrame([{**row, **common, "angle_cutoff": cfg.angle_cutoff} for row in pairs])
+    sens, agree = scanner.frames(rows, pairs, time.perf_counter() - clock)
     replace_rows(out / SCAN_FILE, sens, cfg)
     replace_rows(out / AGREEMENT_FILE, agree, cfg)
     return sens, agree

@@ -12,11 +12,6 @@ from typing import Any
 
 from prunerlib.errors import ConfigError
 
-# Pruning settings a scan reads: which patterns activation criteria see, and distinctiveness's
-# cutoff for the agreement rows. Every other pruning (or fine-tuning) setting would be silently
-# ignored: refused.
-_READ = ("distinct_max_patterns", "angle_cutoff")
-
 
 def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     from prunerlib.cli import add_setting_flags
@@ -44,17 +39,16 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunerlib import registry
     from prunerlib.cli import trial_settings
-    from prunerlib.config import ROLES, TrialConfig
-    from prunerlib.sensitivity import AGREEMENT_FILE, CRITERIA, SCAN_FILE, check_request, scan
+    from prunerlib.config import TrialConfig
+    from prunerlib.sensitivity import AGREEMENT_FILE, CRITERIA, SCAN_FILE, check_request, ignored, scan
 
     fractions = _numbers(args.fractions)
     criteria = list(CRITERIA) if args.criteria is None else [c.strip() for c in args.criteria.split(",") if c.strip()]
     check_request(fractions, criteria)
     settings = trial_settings(args)
     for name in settings:
-        if (ROLES.get(name) in ("pruning", "finetuning") or registry.setting_owner(name)) and name not in _READ:
+        if ignored(name):
             raise ConfigError(f"--{name.replace('_', '-')}: a sensitivity scan prunes one layer at a time by "
                               f"--criteria and --fractions, without fine-tuning; leave {name} out")
     cfg = TrialConfig.from_dict(settings)
