@@ -214,8 +214,9 @@ class Scanner:
         return sens, agree
 
 
-def prepare(cfg: TrialConfig, workdir: Path, progress: bool = True) -> Scanner:
-    """Load the data and the pretrained model (from `workdir`/pretrained, training it if no one has)."""
+def prepare(cfg: TrialConfig, workdir: Path, progress: bool = True, device: torch.device | None = None) -> Scanner:
+    """Load the data and the pretrained model (from `workdir`/pretrained, training it if no one has),
+    on `device` (default: what `cfg.device` means on this machine)."""
     from prunerlib.datasets import load_data
     from prunerlib.devices import resolve_device
     from prunerlib.pretrained import load_or_pretrain
@@ -223,7 +224,7 @@ def prepare(cfg: TrialConfig, workdir: Path, progress: bool = True) -> Scanner:
     from prunerlib.training import set_numerics
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     set_numerics(device, cfg.exact)
     data = load_data(cfg).to(device)  # the machine-wide image cache, as prunerlib run uses
     model, pre = load_or_pretrain(cfg, data, Path(workdir) / "pretrained", device, progress)

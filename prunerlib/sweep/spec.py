@@ -26,6 +26,9 @@
     latency_batch: 256                    # the batch size timed, besides batch 1
     callbacks: [tensorboard]              # each configuration as a run: tensorboard | mlflow | wandb
 
+`kind: sensitivity` makes the sweep a sensitivity scan instead (its `sensitivity:` keys and the
+few others it takes are in `prunerlib.sweep.sensitivity`).
+
 Every mistake is reported as one `SpecError` naming the key path (`grid[1].angle_cutoff[2]`).
 """
 
@@ -53,9 +56,9 @@ from prunerlib.sweep.search_spec import Search, parse_search
 
 log = logging.getLogger("prunerlib.sweep.spec")
 
-_TOP_KEYS = ("name", "description", "plugins", "fixed", "seeds", "grid", "search", "resources", "max_concurrent",
-             "max_failures", "pack_size", "max_configurations", "save_models", "measure_latency", "latency_batch",
-             "callbacks")
+_TOP_KEYS = ("name", "description", "kind", "plugins", "fixed", "seeds", "grid", "search", "sensitivity", "resources",
+             "max_concurrent", "max_failures", "pack_size", "max_configurations", "save_models", "measure_latency",
+             "latency_batch", "callbacks")
 # The sweep folder is named after the spec and Tune nests its own names below it: well within
 # the file system's 255 bytes per name.
 _MAX_NAME = 100
@@ -84,6 +87,8 @@ class SweepSpec:
     save_models: SaveModels = "final"
     latency_batch: int | None = 256  # None: measure_latency false
     callbacks: tuple[str, ...] = ()  # experiment trackers each configuration is logged to
+    kind: str = "trials"  # or "sensitivity": a scan (prunerlib.sweep.sensitivity), its units in `scan`
+    scan: Any = None  # sensitivity.ScanPlan
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -132,6 +137,16 @@ def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
     for key in raw:
         if key not in _TOP_KEYS:
             raise SpecError(f"{key}: unknown key (known: {', '.join(_TOP_KEYS)})")
+    sweep_kind = _choice(raw.get("kind", "trials"), "kind", ("trials", "sensitivity"))
+    if sweep_kind == "sensitivity":
+        from prunerlib.sweep.sensitivity import SCAN_KEYS, parse_scan
+
+        for key in raw:
+            if key not in SCAN_KEYS:
+                raise SpecError(f"{key}: not for a sensitivity sweep (kind: sensitivity), which scans "
+                                f"sensitivity.criteria at sensitivity.fractions; it takes {', '.join(SCAN_KEYS)}")
+    elif "sensitivity" in raw:
+        raise SpecError("sensitivity: only in a spec of kind: sensitivity (add it, and drop grid or search)")
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise SpecError(f"name: must be a folder-safe name (letters, digits, _ . -), got {kind(name)}")
@@ -146,7 +161,8 @@ def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
     fixed = _absolute_data(fixed)
     _data_seed(fixed.get("data_seed", 0))
     seeds = _seeds(raw.get("seeds", [0]))
-    if "grid" not in raw and "search" not in raw:
+    scan = parse_scan(raw.get("sensitivity", {}), fixed, seeds) if sweep_kind == "sensitivity" else None
+    if "grid" not in raw and "search" not in raw and not scan:
         raise SpecError("grid: a spec needs a grid or a search")
     if "grid" in raw and "search" in raw:
         raise SpecError("search: a spec runs a grid or a search, not both; put the search in a spec of its own")
@@ -175,7 +191,7 @@ def parse_spec(raw: Any, base: Path | None = None) -> SweepSpec:
         save_models=_choice(raw.get("save_models", "final"), "save_models", get_args(SaveModels)),
         latency_batch=latency_batch if _choice(raw.get("measure_latency", True), "measure_latency", (True, False))
         else None,
-        callbacks=_callbacks(raw.get("callbacks", [])),
+        callbacks=_callbacks(raw.get("callbacks", [])), kind=sweep_kind, scan=scan,
     )
 
 
