@@ -118,6 +118,10 @@ def plan_text(spec: SweepSpec, cpus: float | None = None, gpus: float | None = N
     """What `--dry-run` prints: every trial and the resource plan, on `cpus` and `gpus` (default:
     this machine's), which hold `held` trials at once (default: as one pool; a cluster counts
     node by node, since a trial runs on one)."""
+    if spec.kind == "sensitivity":
+        from prunerlib.sweep.sensitivity import plan_text as scan_plan
+
+        return scan_plan(spec)
     cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
     if gpus is None:
         import torch

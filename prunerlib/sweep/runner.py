@@ -83,6 +83,10 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
 
     folder = SweepFolder(storage, spec.name)
     again = resume_command or f"prunerlib sweep SPEC --storage {folder.root.parent} --resume"
+    if spec.kind == "sensitivity":  # a scan's units instead of packs; the same folder rules and exit codes
+        from prunerlib.sweep.sensitivity import run_scan
+
+        return run_scan(spec, storage, address, resume, retry_failed, again)
     started_here = not ray.is_initialized()
     if started_here and address is None and spec.gpu > 0:  # an embedded Ray has this machine's GPUs only
         import torch
