@@ -1,4 +1,4 @@
-"""Tune sees configurations: a pack reports as each of its configurations finishes, and a spec's
+"""Tune sees configurations: a pack reports as its configurations finish, and a spec's
 `callbacks: [tensorboard]` logs each configuration as its own TensorBoard run."""
 
 import struct
@@ -48,12 +48,15 @@ def test_each_configuration_is_a_tensorboard_run_and_tune_sees_the_pack_progress
         starts = [HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
                   for _, v in values if v.tag == "_hparams_/session_start_info"]
         assert len(starts) == 1 and starts[0].hparams["pruner"].string_value == row["pruner"]
-    # One Tune trial, reporting as each fine-tuning cycle ends, as its configurations finish
-    # (all three in cycle 2), and once at the end.
+    # One Tune trial, reporting as each fine-tuning cycle ends and once at the end; the three
+    # configurations finish together in cycle 2, within a second, so they are told in one report
+    # (REPORT_EVERY_S) that names each of them once.
     (progress,) = ExperimentAnalysis(str(folder / "tune")).trial_dataframes.values()
-    assert progress["cycle"].tolist() == [1, 2, 2, 2, 2, 2]
-    assert progress["configs_done"].tolist() == [0, 0, 1, 2, 3, 3] and (progress["configs_total"] == 3).all()
-    assert sorted(",".join(progress["new_trial_ids"].fillna("")).strip(",").split(",")) == sorted(final.index)
+    assert progress["cycle"].tolist()[:2] == [1, 2] and (progress["configs_total"] == 3).all()
+    assert progress["configs_done"].tolist()[:2] == [0, 0] and progress["configs_done"].iloc[-1] == 3
+    assert len(progress) < 2 + 3 + 1, progress[["cycle", "configs_done"]]
+    assert sorted(",".join(progress["new_trial_ids"].fillna("")).replace(",,", ",").strip(",").split(",")) \
+        == sorted(final.index)
 
 
 def test_a_tracker_whose_package_is_missing_is_one_line_naming_the_extra():
