@@ -111,6 +111,14 @@ MALFORMED = [
     (with_(save_models="best"), "save_models: must be final | all_cycles | none"),
     (with_(measure_latency="yes"), "measure_latency: must be true | false"),
     (with_(latency_batch=0), "latency_batch: must be at least 1"),
+    (with_(sensitivity={"fractions": [0.5]}), "sensitivity: only in a spec of kind: sensitivity"),
+    (with_(kind="scan"), "kind: must be trials | sensitivity"),
+    (with_(kind="sensitivity"), "grid: not for a sensitivity sweep (kind: sensitivity)"),
+    (with_(kind="sensitivity", grid=DELETE, sensitivity={"layers": ["conv1"]}),
+     "sensitivity.layers[0]: str 'conv1' is not a prunable layer here (known: fc1)"),
+    (with_(kind="sensitivity", grid=DELETE, sensitivity={"criteria": ["magnitude"], "layers": ["fc1"],
+                                                         "vary": {"hidden": [10, 20, 10]}}),
+     "sensitivity.vary: repeats a value"),
 ]
 
 
@@ -198,9 +206,9 @@ SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "sweeps"
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_shipped_specs_are_valid(name, tmp_path):
     root = Path(__file__).resolve().parents[1]
-    overrides = {"data": str(tmp_path)} if name == "paper_cnn" else None
+    overrides = {"data": str(tmp_path)} if name in ("paper_cnn", "sensitivity_cnn") else None
     spec = load_spec(root / "sweeps" / f"{name}.yaml", overrides)
-    assert spec.name == name and (spec.grid or spec.search)
+    assert spec.name == name and (spec.grid or spec.search or spec.scan.units)
 
 
 NOT_FINITE_OR_TOO_BIG = [
