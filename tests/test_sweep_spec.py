@@ -117,8 +117,8 @@ MALFORMED = [
     (with_(kind="sensitivity", grid=DELETE, sensitivity={"layers": ["conv1"]}),
      "sensitivity.layers[0]: str 'conv1' is not a prunable layer here (known: fc1)"),
     (with_(kind="sensitivity", grid=DELETE, sensitivity={"criteria": ["magnitude"], "layers": ["fc1"],
-                                                         "vary": {"hidden": [10, 20, 10]}}),
-     "sensitivity.vary: repeats a value"),
+                                                         "vary": {"angle_cutoff": [10, 20]}}),
+     "sensitivity.vary: repeats a scan"),
 ]
 
 

@@ -48,8 +48,8 @@ import pyarrow.parquet as pq
 from prunerlib.config import TrialConfig
 from prunerlib.errors import PrunerlibError, is_environment_fault
 from prunerlib.files import atomic_write
-from prunerlib.sensitivity import (AGREEMENT_FILE, CRITERIA, FRACTIONS, SCAN_FILE, ignored, structures,
-                                   targets)
+from prunerlib.sensitivity import (AGREEMENT_FILE, CRITERIA, FRACTIONS, SCAN_FILE, ignored, scan_key,
+                                   structures, targets)
 from prunerlib.sweep.checks import SpecError, config_at, kind, mapping, number, seeded, setting_name
 from prunerlib.sweep.store import SweepFolder
 
@@ -152,8 +152,11 @@ def _configs(vary: dict[str, Any], fixed: dict[str, Any], seeds: tuple[int, ...]
         paths = {key: f"sensitivity.vary.{key}" + (f"[{at}]" if len(axes[key]) > 1 else "")
                  for key, (at, _) in zip(axes, combo)}
         configs += [config_at({**seeded(fixed, seed), **point}, paths, "sensitivity") for seed in seeds]
-    if len({cfg.config_hash() for cfg in configs}) != len(configs):
-        raise SpecError("sensitivity.vary: repeats a value")
+    # Rows are keyed by scan (the pretrained model's settings but the seed) and seed: two points
+    # differing in anything else (angle_cutoff, device) would be one scan twice.
+    if len({(scan_key(cfg), cfg.seed) for cfg in configs}) != len(configs):
+        raise SpecError("sensitivity.vary: repeats a scan (a value twice, or values of a setting the pretrained "
+                        "model does not depend on); vary data, model or pretraining settings, each value once")
     return configs
 
 
@@ -240,7 +243,7 @@ class ScanFolder(SweepFolder):
             if len(new):
                 table = pa.Table.from_pandas(new, preserve_index=False)
                 atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
-            counts.append(len(new))
+            counts.append(len(new) or (pq.read_metadata(path).num_rows if path.exists() else 0))
         return counts[0], counts[1]
 
 
