@@ -198,9 +198,9 @@ class TrialConfig:
     @property
     def shadows_its_method(self) -> bool:
         """A random control whose method's later steps depend on the method's own trajectory
-        (SPEC §4.4): the pipeline runs that trajectory beside it. Filter counts are fixed."""
+        (SPEC §4.4): the pipeline runs that trajectory beside it. Fixed filter counts are not; auto's are."""
         return (self.pruner == "random" and self.match is not None and self.cycles > 1
-                and registry.PRUNERS[self.match].follows_trajectory)
+                and any(p.follows(self) for p in (registry.PRUNERS[self.match], *self.active_companions())))
 
     def active_companions(self) -> tuple[type, ...]:
         """Companion pruners (filter ranking) whose settings this trial sets: each adds its step."""

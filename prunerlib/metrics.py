@@ -66,6 +66,8 @@ def removed_fractions(model: nn.Module, masks: Masks, scope: list[str]) -> dict[
         "units_removed_frac": (unit_total - units) / unit_total,
         "weights_removed_frac": (weights_total - weights_kept) / weights_total,
         "filters_removed_frac": (filters_total - filters) / filters_total if filters_total else None,
+        "filters_removed": ",".join(str(masks[f"{layer.conv}.bias"].numel() - len(live_filters(masks, layer)))
+                                    for layer in model.filter_layers) or None,
     }
 
 

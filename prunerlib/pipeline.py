@@ -321,12 +321,12 @@ class TrialState:
                 return False
             self.ctx.reference = self.shadow.step
         removal = Removal()
-        self.ctx.inputs = self.data.train_x[self.sample]
+        self.ctx.inputs, self.ctx.validation = self.data.train_x[self.sample], (self.data.val_x, self.data.val_y)
         try:
             for pruner in self.pruners:
                 removal.extend(pruner.decide(self.ctx))
         finally:
-            self.ctx.inputs = None
+            self.ctx.inputs = self.ctx.validation = None
         if cycle > 1 and self.cfg.pruner != "none" and removal.count() == 0:
             log.info("cycle %d: nothing more to prune, stopping", cycle)
             return False

@@ -36,6 +36,7 @@ _OUTCOMES = [
     ("val_acc_pretrain", _F64), ("val_acc_pruned", _F64), ("val_acc_finetuned", _F64),
     ("n_val", _I64), ("n_test", _I64),
     *((name, _F64) for name in REMOVED_COLUMNS),
+    ("filters_removed", _STR),  # per conv layer, filters removed so far: 'a,b' (what filters_pruned: auto chose)
     ("params_total", _I64), ("params_nonzero", _I64), ("compression_ratio", _F64),
     ("flops_dense", _I64), ("flops_pruned", _I64), ("theoretical_speedup", _F64),
     # the compacted network as saved (relative to the Parquet file's folder) and as timed (`latency`)

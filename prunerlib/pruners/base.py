@@ -32,6 +32,9 @@ class PruneContext:
     # For a random control: the step the method it mirrors takes at this cycle on the method's
     # own trajectory (SPEC §4.4), set by the pipeline. None: decide the method on this model.
     reference: MethodStep | None = None
+    # (x, y) of the validation split, for a pruner that measures what a removal costs before
+    # choosing it (filters_pruned: auto); set only while deciding. Never the test split.
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -103,6 +106,11 @@ class Pruner:
 
     def decide(self, ctx: PruneContext) -> Removal:
         raise NotImplementedError
+
+    @classmethod
+    def follows(cls, cfg: TrialConfig) -> bool:
+        """`follows_trajectory` in this trial: a pruner whose settings decide it overrides this."""
+        return cls.follows_trajectory
 
     # --- derived from the class attributes; override only for a setting that needs it ------
     @classmethod

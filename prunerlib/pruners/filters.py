@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from prunerlib.config import TrialConfig
+from prunerlib.allocation import allocate
 from prunerlib.errors import ConfigError
 from prunerlib.models import FilterLayer
 from prunerlib.pruners.base import PruneContext, Pruner, capture, register
@@ -64,25 +65,28 @@ class FilterRanking:
         self.counts = counts
         self.criterion = CRITERIA[criterion]
 
+    def ranked(self, ctx: PruneContext, layer: FilterLayer) -> torch.Tensor:
+        """The layer's live filters, lowest score (first to go) first."""
+        live = live_filters(ctx.masks, layer).cpu()
+        scores = self.criterion.scores(ctx, layer).cpu()[live]
+        return live[torch.sort(scores, stable=True).indices]
+
     def decide(self, ctx: PruneContext) -> Removal:
         removal = Removal()
         for layer, count in zip(ctx.model.filter_layers, self.counts):
-            live = live_filters(ctx.masks, layer)
-            count = min(count, len(live) - 1)
-            if count <= 0:
-                continue
-            scores = self.criterion.scores(ctx, layer).cpu()[live.cpu()]
-            lowest = torch.sort(scores, stable=True).indices[:count]
-            removal.filters[layer.conv] = sorted(live.cpu()[lowest].tolist())
+            count = min(count, len(live_filters(ctx.masks, layer)) - 1)
+            if count > 0:  # a layer left alone is not scored: the random criterion draws nothing for it
+                removal.filters[layer.conv] = sorted(self.ranked(ctx, layer)[:count].tolist())
         return removal
 
 
 def filter_counts(cfg: TrialConfig) -> tuple[int, ...]:
-    """Filters to remove per conv layer in one cycle."""
+    """Filters to remove per conv layer in one cycle; for `filters_pruned: auto`, the uniform
+    split at `filters_frac`, whose total auto spreads differently (`Filters.decide`)."""
     widths = cfg.conv_channels
     if cfg.filters_frac is not None:
         return tuple(int(round(cfg.filters_frac * w)) for w in widths)
-    if cfg.filters_pruned is None:
+    if cfg.filters_pruned is None or cfg.filters_pruned == AUTO:
         return tuple(0 for _ in widths)
     if isinstance(cfg.filters_pruned, int):
         return tuple(cfg.filters_pruned for _ in widths)
@@ -92,11 +96,18 @@ def filter_counts(cfg: TrialConfig) -> tuple[int, ...]:
     return tuple(cfg.filters_pruned)
 
 
+AUTO = "auto"
+
+
 @register
 class Filters(FilterRanking, Pruner):
     """Filter ranking as a pruner of its own (`pruner: filters`), or as a companion step beside
     a linear-layer pruner on the CNN (the paper's "Dist. Model" and "Threshold Model"): setting
-    filters_pruned or filters_frac adds it to any pruner's trial."""
+    filters_pruned or filters_frac adds it to any pruner's trial.
+
+    With `filters_pruned: auto`, each cycle removes as many filters in all as the uniform split
+    at `filters_frac` does, spread over the conv layers by their validation-loss sensitivity
+    on the model being pruned (`prunerlib.allocation`)."""
 
     name = "filters"
     label = "Filters only"
@@ -106,17 +117,36 @@ class Filters(FilterRanking, Pruner):
     settings = (
         Setting("filter_criterion", Literal["l1", "mean_activation", "apoz", "random"], "l1",
                 "conv filter ranking: l1 | mean_activation | apoz | random", label="criterion"),
-        Setting("filters_pruned", int | tuple[int, ...] | None, None,
-                "conv filters removed per layer and cycle (one count, or one per layer)", label="filters"),
-        Setting("filters_frac", float | None, None, "share of each conv layer's filters removed per cycle",
+        Setting("filters_pruned", int | tuple[int, ...] | Literal["auto"] | None, None,
+                "conv filters removed per layer and cycle (one count, or one per layer), or auto: "
+                "filters_frac of all conv filters, split by validation-loss sensitivity", label="filters"),
+        Setting("filters_frac", float | None, None, "share of each conv layer's filters removed per cycle "
+                "(with filters_pruned auto: share of all conv filters)",
                 low=0, high=1, open_high=True, label="frac"),
     )
     models = ("cnn",)
     companion = True
-    follows_trajectory = False  # its counts are fixed by its settings
+    follows_trajectory = False  # fixed counts; auto's depend on the model: see `follows`
 
     def __init__(self, cfg: TrialConfig):
         super().__init__(filter_counts(cfg), cfg.filter_criterion)
+        self.auto = cfg.filters_pruned == AUTO
+
+    def decide(self, ctx: PruneContext) -> Removal:
+        if not self.auto:
+            return super().decide(ctx)
+        if ctx.validation is None:
+            raise ValueError("filters_pruned: auto decides on validation data, and this PruneContext has none "
+                             "(set its `validation` to (x, y) while deciding)")
+        layers = [layer for layer in ctx.model.filter_layers if len(live_filters(ctx.masks, layer)) > 1]
+        rankings = [(layer, self.ranked(ctx, layer)) for layer in layers]
+        counts = allocate(ctx.model, rankings, ctx.validation, sum(self.counts))
+        return Removal(filters={layer.conv: sorted(ranked[:k].tolist())
+                                for (layer, ranked), k in zip(rankings, counts) if k})
+
+    @classmethod
+    def follows(cls, cfg: TrialConfig) -> bool:
+        return cfg.filters_pruned == AUTO
 
     @classmethod
     def active(cls, cfg: TrialConfig) -> bool:
@@ -126,8 +156,12 @@ class Filters(FilterRanking, Pruner):
     def check(cls, cfg: TrialConfig) -> None:
         if cfg.model == "ffn" and cls.active(cfg):
             raise ConfigError("filters_pruned: the FFN has no conv filters; filter pruning needs the CNN")
-        if cfg.filters_pruned is not None and cfg.filters_frac is not None:
-            raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both")
+        if cfg.filters_pruned == AUTO and cfg.filters_frac is None:
+            raise ConfigError("filters_pruned: auto needs filters_frac (the share of all conv filters removed per "
+                              "cycle, e.g. filters_frac: 0.5)")
+        if cfg.filters_pruned not in (None, AUTO) and cfg.filters_frac is not None:
+            raise ConfigError("filters_frac: give filters_pruned or filters_frac, not both (or filters_pruned: auto "
+                              "to split filters_frac of all filters by sensitivity)")
         if not cls.active(cfg):
             who = "pruner 'filters'" if cfg.pruner == cls.name else f"random matching '{cls.name}'"
             raise ConfigError(f"filters_pruned: {who} needs filters_pruned or filters_frac")
@@ -142,12 +176,21 @@ class Filters(FilterRanking, Pruner):
     @classmethod
     def columns(cls, cfg: TrialConfig) -> dict[str, Any]:
         return {"filter_criterion": "random" if cfg.pruner == "random" else cfg.filter_criterion,
-                "filters_pruned": ",".join(map(str, filter_counts(cfg))), "filters_frac": cfg.filters_frac}
+                "filters_pruned": cls._counts(cfg), "filters_frac": cfg.filters_frac}
 
     @classmethod
     def describe(cls, cfg: TrialConfig) -> list[str]:
-        return [f"filters={cfg.filter_criterion}:" + ",".join(map(str, filter_counts(cfg)))]
+        return [f"filters={cfg.filter_criterion}:" + cls._counts(cfg).removesuffix(f":{cfg.filter_criterion}")]
 
     @classmethod
     def tag(cls, cfg: TrialConfig) -> str:
-        return f" {cfg.filter_criterion[:3]}:" + "/".join(map(str, filter_counts(cfg)))
+        return f" {cfg.filter_criterion[:3]}:" + cls._counts(cfg).split(":")[0].replace(",", "/")
+
+    @staticmethod
+    def _counts(cfg: TrialConfig) -> str:
+        """The per-layer counts, 'a,b'; auto's are decided cycle by cycle (a row's `filters_removed`
+        has them), and follow its criterion's curves: 'auto:l1' — so a random control, whose own
+        criterion is 'random', still says (and pairs by) which method's counts it copies."""
+        if cfg.filters_pruned == AUTO:
+            return f"{AUTO}:{cfg.filter_criterion}"
+        return ",".join(map(str, filter_counts(cfg)))
