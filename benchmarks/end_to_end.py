@@ -122,10 +122,10 @@ def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> lis
         ("  of which fine-tuning (per slot)", finetune / CORES),
         ("  of which pruning, evaluation, latency, saving, rows, reports", packs - (pretrain + finetune) / CORES),
         ("Tune's tail (last report to fit's return)", marks["fit_done"] - last_end),
-        ("consolidation", marks["consolidated"] - marks["fit_done"]),
+        ("ray.shutdown", marks["ray_shut_down"] - marks["fit_done"]),
+        ("consolidation, beyond the shutdown beside it", marks["consolidated"] - marks["ray_shut_down"]),
         ("summary, verdict", marks["summarised"] - marks["consolidated"]),
-        ("ray.shutdown", marks["ray_shut_down"] - marks["summarised"]),
-        ("process exit", marks["exit"] - marks["ray_shut_down"]),
+        ("process exit", marks["exit"] - marks["summarised"]),
     ]
 
 

@@ -1,7 +1,5 @@
 """`python -m prunerlib`: the `prunerlib` command."""
 
-import sys
+from prunerlib.cli import entry
 
-from prunerlib.cli import main
-
-sys.exit(main())
+entry()

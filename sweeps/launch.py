@@ -26,6 +26,6 @@ def resolve_spec(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from prunerlib.cli import main
+    from prunerlib.cli import entry
 
-    sys.exit(main(["sweep", *resolve_spec(sys.argv[1:])]))
+    entry(["sweep", *resolve_spec(sys.argv[1:])])
