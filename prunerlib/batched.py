@@ -22,7 +22,7 @@ for CNNs and GPUs.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Literal
@@ -269,7 +269,8 @@ Kernel = Literal["auto", "c", "torch"]
 
 
 def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epochs: int, batch_size: int,
-                     desc: str = "fine-tune", progress: bool = False, kernel: Kernel = "auto") -> PopulationStageLog:
+                     desc: str = "fine-tune", progress: bool = False, kernel: Kernel = "auto",
+                     after_epoch: Callable[[int, list[int]], Collection[int]] | None = None) -> PopulationStageLog:
     """`training.train` for every member at once: member k draws its batches (and flips) from
     a generator seeded `seeds[k]`, as its single run would. A member whose loss goes
     non-finite is dropped at the end of that epoch (its single run would have stopped there
@@ -279,7 +280,11 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     kernel: how an epoch's steps run. "c": the compiled FFN kernel (`ffn_kernel`), one C call
     an epoch; raises RuntimeError for a population it cannot train (a CNN, images, a GPU) or
     when it does not load here. "torch": the batched torch step (`Population.step`). "auto":
-    the kernel wherever it can run and loads, else the torch step."""
+    the kernel wherever it can run and loads, else the torch step.
+
+    after_epoch(epoch, alive): called after each epoch (1-based) with the original positions of
+    the members still training, in `pop`'s order; the positions it returns stop there (an
+    early stop: the caller has written their weights back first)."""
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -290,7 +295,7 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     # Members with one seed draw one sequence: draw it once for all of them.
     orders = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     failures: dict[int, tuple[int, float]] = {}
-    use_kernel = _use_kernel(kernel, pop, data, table)
+    use_kernel = uses_kernel(kernel, pop, data, table)
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress or None)
     for epoch in bar:
         drawn = {seed: epoch_order(n, batch_size, order, data.flip) for seed, order in orders.items()}
@@ -309,15 +314,13 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
                 losses.append(pop.step(x, y))
             losses_t = torch.stack(losses)
         bad = ~torch.isfinite(losses_t).all(0)
-        if bad.any():
-            for pos in bad.nonzero().flatten().tolist():
-                column = losses_t[:, pos]
-                first = column[~torch.isfinite(column)][0].item()
-                failures[alive[pos]] = (epoch + 1, first)
-            keep = (~bad).nonzero().flatten()
-            pop.retain(keep)
-            alive = [alive[i] for i in keep.tolist()]
-            orders = {seed: orders[seed] for seed in {seeds[k] for k in alive}}
+        for pos in bad.nonzero().flatten().tolist():
+            column = losses_t[:, pos]
+            failures[alive[pos]] = (epoch + 1, column[~torch.isfinite(column)][0].item())
+        alive = _leave(pop, alive, set(failures))
+        if after_epoch is not None and alive:
+            alive = _leave(pop, alive, set(after_epoch(epoch + 1, alive)))
+        orders = {seed: orders[seed] for seed in {seeds[k] for k in alive}}
         bar.set_postfix(members=len(alive))
         if not alive:
             break
@@ -325,7 +328,17 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
     return PopulationStageLog(time.perf_counter() - start, failures)
 
 
-def _use_kernel(kernel: Kernel, pop: Population, data: Data, table: torch.Tensor) -> bool:
+def _leave(pop: Population, alive: list[int], leaving: set[int]) -> list[int]:
+    """The members at original positions `leaving` leave `pop`; returns who is still in it."""
+    if not leaving & set(alive):
+        return alive
+    keep = [pos for pos, k in enumerate(alive) if k not in leaving]
+    pop.retain(torch.tensor(keep, dtype=torch.long, device=pop.params[0].device))
+    return [alive[pos] for pos in keep]
+
+
+def uses_kernel(kernel: Kernel, pop: Population, data: Data, table: torch.Tensor) -> bool:
+    """Whether `train_population` steps `pop` with the C kernel (`kernel` as it takes it)."""
     if kernel not in ("auto", "c", "torch"):
         raise ValueError(f"kernel: {kernel!r} is not one of 'auto', 'c', 'torch'")
     if kernel == "torch":

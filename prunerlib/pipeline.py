@@ -16,7 +16,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_f
 from prunerlib.models import build_model
 from prunerlib.batched import Kernel
 from prunerlib.population import FineTuning, members_that_fit, population_key
-from prunerlib.pretrained import PretrainResult, load_or_pretrain
+from prunerlib.pretrained import PretrainResult, load_or_pretrain_many
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
 from prunerlib.records import device_provenance, provenance
 from prunerlib.saved import SaveModels, save_pruned
@@ -156,14 +156,24 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             fail(i, exc)
         return
 
-    pretrain_failures: dict[str, Exception] = {}
+    # One pretraining per key, the keys' models together; a key that failed fails its members.
+    firsts: dict[str, TrialConfig] = {}
+    for cfg in cfgs:
+        firsts.setdefault(cfg.pretrain_key(), cfg)
+    try:
+        pretrained = dict(zip(firsts, load_or_pretrain_many(list(firsts.values()), data, dirs.pretrained, device,
+                                                            progress)))
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:  # noqa: BLE001  every member's row (a fault of the machine is raised by fail)
+        pretrained = dict.fromkeys(firsts, exc)
     for i, cfg in enumerate(cfgs):
-        # One pretraining per key: a key that failed is not retried for the next member.
-        key = cfg.pretrain_key()
+        found = pretrained[cfg.pretrain_key()]
         try:
-            if key in pretrain_failures:
-                raise pretrain_failures[key]
-            model, pre = load_or_pretrain(cfg, data, dirs.pretrained, device, progress)
+            if isinstance(found, Exception):
+                raise found
+            model, pre = found
+            pretrained[cfg.pretrain_key()] = copy.deepcopy(model), replace(pre, reused=True)  # for the next member
             states[i] = TrialState(cfg, data, model, pre)
             if every_cycle:
                 states[i].on_record = lambda state, row, i=i: row.update(
@@ -171,7 +181,6 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
         except (ConfigError, DataError):
             raise
         except Exception as exc:  # noqa: BLE001  a failed member is a row
-            pretrain_failures.setdefault(key, exc)
             fail(i, exc)
 
     tuner = FineTuning(len(cfgs), kernel)

@@ -19,13 +19,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from prunerlib.batched import Kernel, Population, PopulationStageLog, train_population
+from prunerlib.batched import Kernel, Population, PopulationStageLog, uses_kernel, train_population
 from prunerlib.config import POPULATION_SETTINGS, TrialConfig
 from prunerlib.datasets import Data
-from prunerlib.errors import EnvironmentFault, is_out_of_memory
+from prunerlib.errors import EnvironmentFault, TrainingDiverged, is_out_of_memory
 from prunerlib.masks import Masks
 from prunerlib.models import build_model
-from prunerlib.training import train
+from prunerlib.training import StageLog, accuracy, diverged, plateaued, train
 
 log = logging.getLogger("prunerlib.population")
 
@@ -125,6 +125,58 @@ def _finetune_together(members: Sequence[Member], data: Data, cycle: int, progre
                              desc=f"fine-tune {cycle} ({len(members)} members)", progress=progress, kernel=kernel)
     pop.write_back([m.model for pos, m in enumerate(ordered) if pos not in stage.failures])
     return PopulationStageLog(stage.wall_s, {order[pos]: failure for pos, failure in stage.failures.items()})
+
+
+def pretrain_models(models: Sequence[nn.Module], cfgs: Sequence[TrialConfig], data: Data,
+                    progress: bool = True) -> list[StageLog | TrainingDiverged]:
+    """Pretrain each model in place as its config says (`epochs_pretrain`, `pretrain_stop`,
+    seeded by `cfg.seed`); returns each one's log, or the TrainingDiverged its single run raises.
+
+    FFNs the compiled kernel can train (on the CPU) pretrain as populations of every model of
+    one shape and stage there, whatever their number: the kernel runs each member's steps on
+    their own, so a model comes out the same, to the bit, pretrained alone (`prunerlib run`) or
+    beside others (a pack), and the store cannot tell who trained it. Each stops at its own
+    plateau. Every other model trains alone with `training.train`."""
+    logs: list[StageLog | TrainingDiverged | None] = [None] * len(models)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (model, cfg) in enumerate(zip(models, cfgs)):
+        shape = tuple(p.shape for p in model.parameters())
+        groups.setdefault((type(model), type(model.act), shape, cfg.batch_size, cfg.epochs_pretrain,
+                           cfg.optimizer), []).append(i)
+    for group in groups.values():
+        pop = Population([models[i] for i in group], [None] * len(group), [cfgs[i] for i in group])
+        if not uses_kernel("auto", pop, data, pop.inputs(data.train_x)):
+            for i in group:
+                try:
+                    logs[i] = train(models[i], data, cfgs[i], epochs=cfgs[i].epochs_pretrain, seed=cfgs[i].seed,
+                                    plateau=cfgs[i].pretrain_stop == "plateau", desc="pretrain", progress=progress)
+                except TrainingDiverged as exc:
+                    logs[i] = exc
+            continue
+        curves: dict[int, list[float]] = {k: [] for k in range(len(group))}
+
+        def after_epoch(epoch: int, alive: list[int], group: list[int] = group, pop: Population = pop,
+                        curves: dict[int, list[float]] = curves) -> list[int]:
+            pop.write_back([models[group[k]] for k in alive])
+            stop = []
+            for k in alive:
+                cfg = cfgs[group[k]]
+                curves[k].append(accuracy(models[group[k]], data.val_x, data.val_y))
+                if cfg.pretrain_stop == "plateau" and plateaued(curves[k], cfg.patience, cfg.min_delta):
+                    stop.append(k)
+            return stop
+
+        cfg = cfgs[group[0]]
+        stage = train_population(pop, data, [cfgs[i].seed for i in group], epochs=cfg.epochs_pretrain,
+                                 batch_size=cfg.batch_size, desc=f"pretrain ({len(group)} models)",
+                                 progress=progress, kernel="c", after_epoch=after_epoch)
+        for k, i in enumerate(group):
+            if k in stage.failures:
+                epoch, loss = stage.failures[k]
+                logs[i] = diverged(loss, epoch, "pretrain")
+            else:
+                logs[i] = StageLog(epochs_run=len(curves[k]), wall_s=stage.wall_s / len(group), val_acc=curves[k])
+    return logs  # type: ignore[return-value]  # every position is filled
 
 
 def members_that_fit(cfg: TrialConfig, device: torch.device | str, budget_bytes: int | None = None,

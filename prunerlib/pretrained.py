@@ -21,6 +21,8 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,17 +31,18 @@ from torch import nn
 
 from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data
-from prunerlib.errors import is_environment_fault
+from prunerlib.errors import TrainingDiverged, is_environment_fault
 from prunerlib.files import atomic_folder, locked
 from prunerlib.models import build_model
-from prunerlib.training import accuracy, train
+from prunerlib.population import pretrain_models
+from prunerlib.training import accuracy
 
 log = logging.getLogger("prunerlib.pretrained")
 
 # Bump whenever training or model code changes what a pretrained model is (architecture,
 # initialisation, pretraining loop, what metrics.json means): entries of other versions are
 # then never reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FFNs pretrained by the compiled kernel where it runs (population.pretrain_models)
 
 _CHECKED = ("model.pt", "metrics.json")  # what sha256sums covers
 
@@ -65,32 +68,57 @@ def store_key(cfg: TrialConfig, data_fingerprint: str, device: torch.device | st
 
 def load_or_pretrain(cfg: TrialConfig, data: Data, store: str | Path, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, PretrainResult]:
+    """`cfg`'s pretrained model and how it did: from the store, or pretrained and stored."""
+    (found,) = load_or_pretrain_many([cfg], data, store, device, progress)
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def load_or_pretrain_many(cfgs: Sequence[TrialConfig], data: Data, store: str | Path, device: torch.device,
+                          progress: bool = True) -> list[tuple[nn.Module, PretrainResult] | TrainingDiverged]:
+    """`load_or_pretrain` for configurations of one data (one per store key): the models the
+    store lacks are pretrained together (`population.pretrain_models`). A model whose
+    pretraining diverged is its TrainingDiverged, in its place. The keys' locks are taken in
+    one order, so two processes asking for overlapping sets wait rather than deadlock."""
     store = Path(store)
-    key = store_key(cfg, data.fingerprint, device)
-    folder = store / key
-    model = build_model(cfg, data.in_features, data.classes).to(device)
+    keys = [store_key(cfg, data.fingerprint, device) for cfg in cfgs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("load_or_pretrain_many: one configuration per store key")
     if store not in _CLEANED:  # once a process: every trial of a pack would glob a shared store again
         _clean_leftovers(store)
         _CLEANED.add(store)
-    with locked(store / f".{key}.lock"):
-        if folder.exists():
-            try:
-                metrics = _verified(folder, model, device)
-                return model, PretrainResult(**{**metrics, "reused": True, "data_fingerprint": data.fingerprint})
-            except _Damaged as exc:
-                log.warning("pretrained model %s does not verify (%s): removed, pretraining again", folder, exc)
-                shutil.rmtree(folder)
-                model = build_model(cfg, data.in_features, data.classes).to(device)  # load_state_dict may have begun
-        run = train(model, data, cfg, epochs=cfg.epochs_pretrain, seed=cfg.seed,
-                    plateau=cfg.pretrain_stop == "plateau", desc="pretrain", progress=progress)
-        result = PretrainResult(
-            acc_test=accuracy(model, data.test_x, data.test_y),
-            acc_train=accuracy(model, data.train_x, data.train_y),
-            acc_val=accuracy(model, data.val_x, data.val_y),
-            epochs_run=run.epochs_run, wall_s=run.wall_s, data_fingerprint=data.fingerprint,
-        )
-        _save(folder, model, cfg, result, run.val_acc, device)
-    return model, result
+    found: list[tuple[nn.Module, PretrainResult] | TrainingDiverged | None] = [None] * len(cfgs)
+    with ExitStack() as held:
+        for key in sorted(keys):
+            held.enter_context(locked(store / f".{key}.lock"))
+        todo = []
+        for i, (cfg, key) in enumerate(zip(cfgs, keys)):
+            model = build_model(cfg, data.in_features, data.classes).to(device)
+            if (store / key).exists():
+                try:
+                    metrics = _verified(store / key, model, device)
+                    found[i] = model, PretrainResult(**{**metrics, "reused": True, "data_fingerprint": data.fingerprint})
+                    continue
+                except _Damaged as exc:
+                    log.warning("pretrained model %s does not verify (%s): removed, pretraining again", store / key, exc)
+                    shutil.rmtree(store / key)
+                    model = build_model(cfg, data.in_features, data.classes).to(device)  # load_state_dict may have begun
+            todo.append((i, model))
+        runs = pretrain_models([model for _, model in todo], [cfgs[i] for i, _ in todo], data, progress) if todo else []
+        for (i, model), run in zip(todo, runs):
+            if isinstance(run, TrainingDiverged):
+                found[i] = run
+                continue
+            result = PretrainResult(
+                acc_test=accuracy(model, data.test_x, data.test_y),
+                acc_train=accuracy(model, data.train_x, data.train_y),
+                acc_val=accuracy(model, data.val_x, data.val_y),
+                epochs_run=run.epochs_run, wall_s=run.wall_s, data_fingerprint=data.fingerprint,
+            )
+            _save(store / keys[i], model, cfgs[i], result, run.val_acc, device)
+            found[i] = model, result
+    return found  # type: ignore[return-value]  # every position is filled
 
 
 class _Damaged(Exception):

@@ -12,7 +12,7 @@ def test_trials_sharing_pretraining_settings_pretrain_once(tmp_path, monkeypatch
     dirs = Workdirs(tmp_path / "pretrained")
     first = run_trial(ffn_config(pruner="threshold"), dirs, progress=False)[0]
     calls = []
-    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1))  # would pretrain
+    monkeypatch.setattr(pretrained, "pretrain_models", lambda *a, **k: calls.append(1))  # would pretrain
     second = run_trial(ffn_config(pruner="distinctiveness", angle_cutoff=30.0), dirs, progress=False)[0]
     assert calls == [] and not first["pretrain_reused"] and second["pretrain_reused"]
     assert second["acc_pretrain"] == first["acc_pretrain"]

@@ -9,7 +9,7 @@ from prunerlib.config import TrialConfig
 from prunerlib.datasets import Data, load_data
 from prunerlib.errors import TrainingDiverged
 from prunerlib.masks import Masks
-from prunerlib.models import FFN
+from prunerlib.models import FFN, build_model
 from prunerlib.pipeline import TrialState, Workdirs, run_pack, run_trial
 from prunerlib.population import member_bytes, members_that_fit
 from prunerlib.training import train
@@ -95,7 +95,11 @@ def test_a_mixed_ffn_pack_gives_every_member_its_single_run(tmp_path, monkeypatc
 def test_a_group_larger_than_a_pack_runs_as_several(tmp_path, monkeypatch):
     sizes = []
     monkeypatch.setattr(pipeline, "members_that_fit", lambda cfg, device, gpu_share=1.0: 2)
-    monkeypatch.setattr(population, "Population", lambda models, *a: sizes.append(len(models)) or Population(models, *a))
+    def fine_tuning(models, masks, *a):  # pretraining's populations carry no masks
+        sizes.extend([len(models)] if any(m is not None for m in masks) else [])
+        return Population(models, masks, *a)
+
+    monkeypatch.setattr(population, "Population", fine_tuning)
     cfgs = [ffn_config(pruner="threshold", threshold_factor=f) for f in (0.5, 0.75, 1.0, 1.25, 1.5)]
     single, packed = _run_both(cfgs, tmp_path)
     assert sizes == [2, 2]  # and the fifth ran alone, as a plain trial
@@ -106,14 +110,36 @@ def test_a_group_larger_than_a_pack_runs_as_several(tmp_path, monkeypatch):
         [{k: v for k, v in r.items() if k not in _RUN_SPECIFIC} for r in single[4]]
 
 
-def test_pretraining_runs_once_per_key_in_a_pack(tmp_path, monkeypatch):
+def test_pretraining_runs_once_per_key_in_a_pack_its_models_together(tmp_path, monkeypatch):
     calls = []
-    real = pretrained.train
-    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = pretrained.pretrain_models
+    monkeypatch.setattr(pretrained, "pretrain_models", lambda models, *a, **k: calls.append(len(models)) or
+                        real(models, *a, **k))
     cfgs = [ffn_config(pruner=p, seed=s) for s in (0, 1) for p in ("none", "threshold", "distinctiveness")]
     rows = run_pack(cfgs, Workdirs(tmp_path))
-    assert len(calls) == 2 and len(list(tmp_path.glob("*/model.pt"))) == 2
+    assert calls == [2] and len(list(tmp_path.glob("*/model.pt"))) == 2
     assert [r[0]["pretrain_reused"] for r in rows] == [False, True, True, False, True, True]
+
+
+def test_an_ffn_pretrained_beside_others_is_to_the_bit_the_one_pretrained_alone():
+    """What makes a pack's rows its members' single runs' from the first epoch: pretraining on
+    the kernel does not depend on who else trains. Each member also stops at its own plateau."""
+    cfgs = [ffn_config(seed=s, epochs_pretrain=40, patience=p, lr=lr)
+            for s, p, lr in ((0, 2, 1e-3), (1, 3, 3e-3), (2, 2, 1e-2), (3, 40, 1e-3))]
+    data = load_data(cfgs[0])
+    if ffn_kernel.load() is None:
+        pytest.skip("the FFN kernel did not compile here: every model pretrains alone with training.train")
+    build = lambda cfg: build_model(cfg, data.in_features, data.classes)  # noqa: E731
+    together = [build(cfg) for cfg in cfgs]
+    logs = population.pretrain_models(together, cfgs, data, progress=False)
+    for cfg, model, log in zip(cfgs, together, logs):
+        alone = build(cfg)
+        (single,) = population.pretrain_models([alone], [cfg], data, progress=False)
+        assert single.epochs_run == log.epochs_run and single.val_acc == log.val_acc
+        for a, b in zip(alone.parameters(), model.parameters()):
+            assert torch.equal(a, b)
+    runs = [log.epochs_run for log in logs]
+    assert len(set(runs)) > 1 and runs[3] == 40, runs  # plateaus of their own; patience 40 never stops
 
 
 def test_a_diverging_member_fails_alone(tmp_path):
@@ -134,13 +160,16 @@ def test_a_diverging_member_fails_alone(tmp_path):
 
 def test_a_diverging_pretraining_fails_every_member_of_its_key_once(tmp_path, monkeypatch):
     calls = []
-    real = pretrained.train
-    monkeypatch.setattr(pretrained, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = pretrained.pretrain_models
+    monkeypatch.setattr(pretrained, "pretrain_models", lambda models, *a, **k: calls.append(len(models)) or
+                        real(models, *a, **k))
     cfgs = [ffn_config(pruner=p, optimizer="sgd", lr=lr) for p, lr in (("none", 1e38), ("threshold", 1e38), ("none", 0.05))]
     rows = run_pack(cfgs, Workdirs(tmp_path))
     assert [r[0]["status"] for r in rows] == ["failed", "failed", "ok"]
     assert rows[0][0]["error"] == rows[1][0]["error"] and "TrainingDiverged" in rows[0][0]["error"]
-    assert len(calls) == 2  # the diverging key once, the sane key once
+    assert "in epoch 1 of pretrain" in rows[0][0]["error"]  # the message its single run gives
+    assert calls == [2]  # the diverging key and the sane key, once, together
+    assert len(list(tmp_path.glob("*/model.pt"))) == 1  # only the sane one is stored
 
 
 def _image_data(n: int = 96) -> Data:
@@ -346,6 +375,8 @@ def _oom_above(monkeypatch, most: int) -> list[int]:
     real = population.train_population
 
     def limited(pop, data, seeds, **kwargs):
+        if kwargs["desc"].startswith("pretrain"):  # pretraining's populations are on the CPU only
+            return real(pop, data, seeds, **kwargs)
         tried.append(len(seeds))
         if tried[-1] > most:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,14 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if spec.search:  # a journal damaged during the run is told what the trial files hold
             _reconcile_study(spec, folder, hand_out=False)
         _mark("fit_done")
-        frame = folder.consolidate()
+        # Ray is not needed past here, and its shutdown mostly waits for its processes to exit
+        # (~1 s): consolidate meanwhile.
+        with ThreadPoolExecutor(1) as pool:
+            consolidating = pool.submit(folder.consolidate)
+            if started_here:
+                ray.shutdown()
+                _mark("ray_shut_down")
+            frame = consolidating.result()
         _mark("consolidated")
         print(sweep_summary(frame, spec))
         print(f"results: {folder.results}")
@@ -152,50 +160,49 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         stop_ahead.set()  # at its next model: one it is writing is renamed into place or cleaned up later
         folder.release()
         if started_here:
-            ray.shutdown()
-            _mark("ray_shut_down")
+            ray.shutdown()  # nothing to do when the sweep ran to its end
         for signum in (signal.SIGINT, signal.SIGTERM):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event) -> None:
-    """Pretrain a local CPU grid's models on the driver, one after another in a thread, while
-    Ray starts and its workers import: cores that would idle for seconds. The packs then find
-    them in the store (or wait on the lock of the one being trained, or train one not reached
-    yet), and a model is the same whoever trains it: the store key holds everything that makes
-    it, the driver uses a trial's threads and numerics, and build_model seeds it. Only here: a
-    cluster's or a GPU sweep's models are trained on its workers, on their device type.
+    """Pretrain a local CPU grid's first models on the driver, in a thread, while Ray starts and
+    its workers import: cores that would idle for seconds. The packs then find them in the store
+    (or wait on the locks of those being trained), and a model is the same whoever trains it:
+    the store key holds everything that makes it, the driver uses a trial's threads and
+    numerics, and build_model seeds it. Only here: a cluster's or a GPU sweep's models are
+    trained on its workers, on their device type.
 
-    The order is the packs' own, round robin over the first round's, so each pack's first model
-    is ready first. Whatever fails here is left to the pack that needs it, which records it."""
+    Pack by pack in the order Tune starts them, each pack's models together as it would train
+    them (population.pretrain_models). Whatever fails here is left to the pack that needs it,
+    which records it."""
     import torch
 
     from prunerlib.datasets import load_data
     from prunerlib.devices import resolve_device
-    from prunerlib.pretrained import load_or_pretrain
+    from prunerlib.pretrained import load_or_pretrain_many
     from prunerlib.training import set_numerics
 
     parallel = slots(spec, float(os.cpu_count() or 1), 0.0)  # a local CPU sweep: this machine's cores
-    queues: list[list[TrialConfig]] = []
+    packs: list[list[TrialConfig]] = []
     # The first round's packs only (Tune starts the grid's trials in order): later rounds pretrain
     # their own models in their slots, and a driver still training would slow Tune's own loop.
     for pack in grid_packs(spec, parallel)[:parallel]:
         firsts: dict[str, TrialConfig] = {}
         for cfg in pack.members:
             firsts.setdefault(cfg.pretrain_key(), cfg)
-        queues.append(list(firsts.values()))
-    order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+        packs.append(list(firsts.values()))
 
     def run() -> None:
         torch.set_num_threads(max(1, int(spec.cpu)))  # what pack_trial sets
-        for cfg in order:
+        for cfgs in packs:
             if stop.is_set() or _SIGNALLED:
                 return
             try:
-                device = resolve_device(cfg.device, [])
-                set_numerics(device, cfg.exact)
-                load_or_pretrain(cfg, load_data(cfg), folder.pretrained, device, progress=False)
+                device = resolve_device(cfgs[0].device, [])
+                set_numerics(device, cfgs[0].exact)
+                load_or_pretrain_many(cfgs, load_data(cfgs[0]), folder.pretrained, device, progress=False)
             except Exception:  # noqa: BLE001, S112  the pack that needs the model tries again and keeps the row
                 continue
 
