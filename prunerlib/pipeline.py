@@ -16,7 +16,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from prunerlib.metrics import count_flops, param_counts, pruned_flops, removed_f
 from prunerlib.models import build_model
 from prunerlib.batched import Kernel
 from prunerlib.population import FineTuning, members_that_fit, population_key
-from prunerlib.pretrained import PretrainResult, load_or_pretrain_many
+from prunerlib.pretrained import PretrainResult, for_members
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
 from prunerlib.records import device_provenance, provenance
 from prunerlib.saved import SaveModels, save_pruned
@@ -156,25 +156,17 @@ def _run_population(cfgs: list[TrialConfig], dirs: Workdirs, sweep: str | None, 
             fail(i, exc)
         return
 
-    # One pretraining per key, the keys' models together; a key that failed fails its members.
-    firsts: dict[str, TrialConfig] = {}
-    for cfg in cfgs:
-        firsts.setdefault(cfg.pretrain_key(), cfg)
     try:
-        pretrained = dict(zip(firsts, load_or_pretrain_many(list(firsts.values()), data, dirs.pretrained, device,
-                                                            progress)))
+        pretrained = for_members(cfgs, data, dirs.pretrained, device, progress)
     except (ConfigError, DataError):
         raise
     except Exception as exc:  # noqa: BLE001  every member's row (a fault of the machine is raised by fail)
-        pretrained = dict.fromkeys(firsts, exc)
-    for i, cfg in enumerate(cfgs):
-        found = pretrained[cfg.pretrain_key()]
+        pretrained = [exc] * len(cfgs)
+    for i, (cfg, found) in enumerate(zip(cfgs, pretrained)):
         try:
             if isinstance(found, Exception):
                 raise found
-            model, pre = found
-            pretrained[cfg.pretrain_key()] = copy.deepcopy(model), replace(pre, reused=True)  # for the next member
-            states[i] = TrialState(cfg, data, model, pre)
+            states[i] = TrialState(cfg, data, *found)
             if every_cycle:
                 states[i].on_record = lambda state, row, i=i: row.update(
                     _kept(state, dirs, bases[i] | row, row["cycle"]))

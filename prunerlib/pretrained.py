@@ -15,6 +15,7 @@ does not (truncated, half-copied, edited) is removed with a warning and pretrain
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -119,6 +120,24 @@ def load_or_pretrain_many(cfgs: Sequence[TrialConfig], data: Data, store: str | 
             _save(store / keys[i], model, cfgs[i], result, run.val_acc, device)
             found[i] = model, result
     return found  # type: ignore[return-value]  # every position is filled
+
+
+def for_members(cfgs: Sequence[TrialConfig], data: Data, store: str | Path, device: torch.device,
+                progress: bool = True) -> list[tuple[nn.Module, PretrainResult] | TrainingDiverged]:
+    """Each configuration's pretrained model, a copy of its own, from one pretraining per key
+    (`load_or_pretrain_many`); only the first member of a key pretrained here says so
+    (`reused` False). A key whose pretraining diverged is its members' TrainingDiverged."""
+    firsts: dict[str, TrialConfig] = {}
+    for cfg in cfgs:
+        firsts.setdefault(cfg.pretrain_key(), cfg)
+    found = dict(zip(firsts, load_or_pretrain_many(list(firsts.values()), data, store, device, progress)))
+    members = []
+    for cfg in cfgs:
+        got = found[cfg.pretrain_key()]
+        members.append(got)
+        if not isinstance(got, Exception):
+            found[cfg.pretrain_key()] = copy.deepcopy(got[0]), replace(got[1], reused=True)  # the next member's
+    return members
 
 
 class _Damaged(Exception):
