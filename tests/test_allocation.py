@@ -137,3 +137,14 @@ def test_a_context_without_validation_data_is_refused():
                                                      "filters_frac": 0.5, "pruner": "filters"}))
     with pytest.raises(ValueError, match="filters_pruned: auto decides on validation data"):
         auto.decide(context(small_cnn(), torch.randn(4, 3, 32, 32)))
+
+
+def test_auto_rows_are_labelled_apart_from_the_uniform_split():
+    import pandas as pd
+
+    from prunerlib.analysis.labels import setting_label
+    row = lambda **r: pd.Series({"filters_frac": 0.5, "filter_criterion": "l1", **r})  # noqa: E731
+    assert setting_label(row(pruner="filters", filters_pruned="8,16")) == "filters 50% (l1)"
+    assert setting_label(row(pruner="filters", filters_pruned="auto:l1")) == "filters 50% auto (l1)"
+    assert (setting_label(row(pruner="random", match="filters", filters_pruned="auto:l1", filter_criterion="random"))
+            == "as filters: filters 50% auto by l1 (random)")

@@ -84,10 +84,16 @@ def _threshold(row: pd.Series) -> list[str]:
 
 
 def _filters(row: pd.Series) -> list[str]:
+    criterion = as_text(row.get("filter_criterion"))
+    if as_text(row.get("filters_pruned")).startswith("auto"):
+        # 'auto:l1': split by l1's sensitivity curves; a random control names whose counts it copies
+        guide = as_text(row.get("filters_pruned")).partition(":")[2]
+        auto = "auto" if guide in ("", criterion) else f"auto by {guide}"
+        return [f"filters {100 * float(row['filters_frac']):g}% {auto} ({criterion})"]
     if as_text(row.get("filters_frac")):
-        return [f"filters {100 * float(row['filters_frac']):g}% ({as_text(row.get('filter_criterion'))})"]
+        return [f"filters {100 * float(row['filters_frac']):g}% ({criterion})"]
     if as_text(row.get("filters_pruned")):
-        return [f"filters {row['filters_pruned']} ({as_text(row.get('filter_criterion'))})"]
+        return [f"filters {row['filters_pruned']} ({criterion})"]
     return []
 
 
