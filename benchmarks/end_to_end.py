@@ -129,6 +129,39 @@ def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> lis
     ]
 
 
+# What a single run must give as the sweep gave it: every cycle's row, compared column by
+# column. Accuracies may differ by one example at most (test_population: a batched fine-tuning
+# step sums in another order than the single model's); everything else exactly.
+_SAME = ("cycle", "final", "status", "pretrain_epochs_run", "acc_pretrain", "val_acc_pretrain", "units_removed_frac",
+         "weights_removed_frac", "params_nonzero", "flops_pruned")
+_CLOSE = ("acc_pruned", "acc_finetuned", "val_acc_finetuned")
+
+
+def single_runs(rows: pd.DataFrame, count: int) -> str:
+    """`count` of the sweep's configurations, drawn at random, run alone (`prunerlib run`'s
+    run_trial, from a fresh pretrained store): how far their rows are from the sweep's."""
+    import numpy as np
+
+    from prunerlib.config import TrialConfig
+    from prunerlib.pipeline import Workdirs, run_trial
+
+    ids = np.random.default_rng(0).choice(sorted(rows["trial_id"].unique()), count, replace=False)
+    worst, unequal = 0.0, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tid in ids:
+            swept = rows[rows["trial_id"] == tid].sort_values("cycle").reset_index(drop=True)
+            cfg = TrialConfig.from_dict(json.loads(swept["config_json"].iloc[0]))
+            alone = pd.DataFrame(run_trial(cfg, Workdirs(Path(tmp)), trial_id=tid, progress=False))
+            columns = [c for c in _SAME if c in swept]
+            if len(alone) != len(swept) or not alone[columns].equals(swept[columns]):
+                unequal.append(tid)
+                continue
+            n_test = int(swept["n_test"].iloc[0])
+            worst = max(worst, max(float((alone[c] - swept[c]).abs().max()) * n_test for c in _CLOSE if c in swept))
+    verdict = "every other column equal" if not unequal else f"UNEQUAL rows: {', '.join(unequal)}"
+    return f"{count} configurations run alone: accuracies within {worst:.0f} test example(s) of the sweep's, {verdict}"
+
+
 def table1(rows: pd.DataFrame) -> str:
     cell = rows[(rows["pruner"] == "threshold") & (rows["threshold_factor"] == 1.0) & rows["final"]]
     means = cell.groupby("attributes")[["acc_finetuned", "weights_removed_frac"]].mean()
@@ -142,6 +175,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--sample", type=float, default=1.0, help="fraction of (a)'s epochs to run and scale up")
     parser.add_argument("--keep", type=Path, default=None, help="keep the sweep folders under this folder")
+    parser.add_argument("--alone", type=int, default=6, help="configurations run alone to compare with the sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seeds in args.seeds:
@@ -156,6 +190,8 @@ def main() -> None:
             print(f"  (b) prunerlib sweep, end to end:  {wall:.1f} s")
             print(f"  ratio: {plain / wall:.1f}x")
             print(f"  Table 1, threshold x1.0: {table1(rows)}")
+            if args.alone:
+                print(f"  {single_runs(rows, args.alone)}")
             for phase, seconds in breakdown(marks, storage, rows):
                 print(f"    {phase:<66} {seconds:6.1f} s")
 
