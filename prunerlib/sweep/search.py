@@ -17,8 +17,10 @@ briefly). A resumed sweep offsets the sampler's seed and does not repeat an unin
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import sys
 import warnings
 from typing import Any
 
@@ -97,6 +99,7 @@ class BatchedOptunaSearch(Searcher):
         self.live: dict[str, list[int]] = {}  # Tune trial id -> Optuna trial numbers
         self.round: set[str] = set()  # Tune trials asked in this round and not yet told
         self.closed = False  # a result of this round is in: ask nothing until the rest are
+        self.unreadable = False  # the journal was cut short under the running sweep (see _cut_short)
         self._study: optuna.Study | None = None
 
     @property
@@ -106,6 +109,25 @@ class BatchedOptunaSearch(Searcher):
         return self._study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.unreadable:
+            return Searcher.FINISHED
+        try:
+            return self._suggest(trial_id)
+        except json.JSONDecodeError as exc:
+            return self._cut_short(exc)
+
+    def _cut_short(self, exc: json.JSONDecodeError) -> str:
+        """The journal stopped parsing mid-sweep (cut short under the running driver: a full disk,
+        a copy): ask nothing more; the runs going on finish and keep their rows, and the runner
+        tells the study again from the trial files when the sweep ends (_reconcile_study)."""
+        if not self.unreadable:
+            print(f"{self.journal}: the Optuna journal no longer parses ({exc.msg} at byte {exc.pos}): no new "
+                  f"points are asked; the study is told again from the trial files when the sweep ends",
+                  file=sys.stderr)
+        self.unreadable = True
+        return Searcher.FINISHED
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         # The journal, not this object, is the record of what was asked: after the driver died,
         # Tune's saved copy of the searcher may be older than the study. A point asked but held
         # by no Tune trial is handed out again before anything new is asked.
@@ -135,10 +157,14 @@ class BatchedOptunaSearch(Searcher):
         for i, number in enumerate(numbers):
             point = values[i] if values is not None and i < len(values) else None
             # A resumed sweep may report a point the study already holds: keep the first answer.
-            if point is None or any(v is None or math.isnan(v) for v in point):
-                self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            else:
-                self.study.tell(number, point, skip_if_finished=True)
+            try:
+                if point is None or any(v is None or math.isnan(v) for v in point):
+                    self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                else:
+                    self.study.tell(number, point, skip_if_finished=True)
+            except json.JSONDecodeError as exc:
+                self._cut_short(exc)
+                return
 
     # Tune pickles the searcher into its experiment state and saves it with these; the study
     # itself is in the journal, so only the bookkeeping travels.
