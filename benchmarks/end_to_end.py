@@ -104,11 +104,10 @@ def run_sweep(seeds: int, storage: Path) -> tuple[float, dict[str, float], pd.Da
 
 def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> list[tuple[str, float]]:
     """The sweep's wall time phase by phase; the packs' part split by the rows' wall_* columns
-    (core-seconds divided over the slots: what they cost the wall if the slots stay busy)."""
-    results = [[json.loads(line) for line in f.read_text().splitlines()]
-               for f in (storage / "paper_waveform" / "tune").glob("*/result.json")]
-    first_start = min(r[0]["timestamp"] - r[0]["time_this_iter_s"] for r in results)
-    last_end = max(r[-1]["timestamp"] for r in results)  # Tune's timestamps are whole seconds
+    (core-seconds divided over the slots: what they cost the wall if the slots stay busy). The
+    packs run from the first row's started_at (run_pack's start) to the last trial file written."""
+    first_start = rows["started_at"].min().timestamp()
+    last_end = max(f.stat().st_mtime for f in (storage / "paper_waveform" / "trials").glob("*.parquet"))
     pretrain = rows[~rows["pretrain_reused"].astype(bool)].drop_duplicates("pretrain_key")["wall_pretrain_s"].sum()
     finetune = rows["wall_finetune_s"].sum()
     packs = last_end - first_start
@@ -116,12 +115,12 @@ def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> lis
         ("imports (process start to run_sweep)", marks["driver_ready"] - marks["start"]),
         ("Ray start-up (ray.init, cluster check)", marks["ray_ready"] - marks["driver_ready"]),
         ("planning, Tuner", marks["tuner_built"] - marks["ray_ready"]),
-        ("Tune workers starting (to the first trial)", first_start - marks["tuner_built"]),
-        ("packs (first trial start to last report)", packs),
+        ("Tune workers starting (to the first pack's start)", first_start - marks["tuner_built"]),
+        ("packs (first pack's start to the last trial file)", packs),
         ("  of which pretraining in the packs (per slot)", pretrain / CORES),
         ("  of which fine-tuning (per slot)", finetune / CORES),
         ("  of which pruning, evaluation, latency, saving, rows, reports", packs - (pretrain + finetune) / CORES),
-        ("Tune's tail (last report to fit's return)", marks["fit_done"] - last_end),
+        ("Tune's tail (last trial file to fit's return)", marks["fit_done"] - last_end),
         ("ray.shutdown", marks["ray_shut_down"] - marks["fit_done"]),
         ("consolidation, beyond the shutdown beside it", marks["consolidated"] - marks["ray_shut_down"]),
         ("summary, verdict", marks["summarised"] - marks["consolidated"]),
