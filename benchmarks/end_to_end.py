@@ -8,14 +8,14 @@ same model-epochs, for 5 seeds and for 20 (`--set seeds=[0,...,19]`), side by si
   (b) sweep         `prunerlib sweep` as a subprocess on fresh storage, process start to exit
 
 Prints the ratio (a)/(b) per seed count, Table 1's threshold ×1.0 cells (the paper's check:
-≥ 85.0 % accuracy at ≥ 45 % of weights removed) and a breakdown of the sweep's wall time from
-the driver's PRUNERLIB_TIMINGS=1 marks, Tune's result.json timestamps and the rows' wall_*
-columns. `--sample F` runs only the fraction F of (a)'s epochs and scales its time (a full
-20-seed (a) is ~12 min on 2 cores); `--keep DIR` leaves the sweep folders there, to compare
-results.parquet across commits (with the ignored columns of a comparison: started_at, wall_*,
-node_id, host, git_*, latency_*, measured_speedup*, pretrain_reused).
+≥ 85.0 % accuracy at ≥ 45 % of weights removed), a breakdown of the sweep's wall time from
+the driver's PRUNERLIB_TIMINGS=1 marks, the rows' started_at and wall_* columns and the trial
+files' times, and `--alone N` configurations run alone against the sweep's rows. `--sample F`
+runs only the fraction F of (a)'s epochs and scales its time (a full 20-seed (a) is ~11 min
+on 2 cores); `--before DIR` runs an earlier commit's sweep too (`git worktree add DIR REV`);
+`--keep DIR` leaves the sweep folders there.
 
-    .venv/bin/python benchmarks/end_to_end.py [--seeds 5 20] [--sample 0.25]   # figures: README.md
+    .venv/bin/python benchmarks/end_to_end.py [--seeds 5 20] [--sample 0.25] [--before DIR]  # figures: README.md
 """
 
 from __future__ import annotations
@@ -84,13 +84,15 @@ def run_plain(work: dict[int, int], sample: float) -> float:
     return wall + (1 / sample - 1) * max(per_process.values())
 
 
-def run_sweep(seeds: int, storage: Path) -> tuple[float, dict[str, float], pd.DataFrame]:
-    """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows."""
-    command = [str(ROOT / ".venv" / "bin" / "prunerlib"), "sweep", str(ROOT / "sweeps" / "paper_waveform.yaml"),
+def run_sweep(seeds: int, storage: Path, tree: Path | None = None) -> tuple[float, dict[str, float], pd.DataFrame]:
+    """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows.
+    `tree`: another checkout's prunerlib instead of this one's (`python -m prunerlib` with it
+    first on the path), to measure before and after side by side."""
+    command = [sys.executable, "-m", "prunerlib", "sweep", str(ROOT / "sweeps" / "paper_waveform.yaml"),
                "--storage", str(storage), "--set", f"seeds={list(range(seeds))}".replace(" ", "")]
+    env = {**os.environ, "PRUNERLIB_TIMINGS": "1", **({"PYTHONPATH": str(tree)} if tree else {})}
     start = time.time()
-    done = subprocess.run(command, env={**os.environ, "PRUNERLIB_TIMINGS": "1"}, capture_output=True, text=True,
-                          timeout=3600)
+    done = subprocess.run(command, env=env, cwd=tree or ROOT, capture_output=True, text=True, timeout=3600)
     wall = time.time() - start
     if done.returncode:
         sys.exit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -102,30 +104,34 @@ def run_sweep(seeds: int, storage: Path) -> tuple[float, dict[str, float], pd.Da
     return wall, marks, pd.read_parquet(storage / "paper_waveform" / "results.parquet")
 
 
+# The driver's marks (PRUNERLIB_TIMINGS=1), and the phase that ends at each.
+_PHASES = {"driver_ready": "imports (process start to run_sweep)", "ray_ready": "Ray start-up (ray.init, cluster check)",
+           "tuner_built": "planning, Tuner", "first_pack": "Tune workers starting (to the first pack's start)",
+           "last_file": "packs (first pack's start to the last trial file)",
+           "fit_done": "Tune's tail (last trial file to fit's return)", "consolidated": "consolidation",
+           "summarised": "summary, verdict", "ray_shut_down": "ray.shutdown", "exit": "process exit"}
+
+
 def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> list[tuple[str, float]]:
-    """The sweep's wall time phase by phase; the packs' part split by the rows' wall_* columns
+    """The sweep's wall time phase by phase, in the order its marks came (a phase beside
+    another counts from the end of that one); the packs' part split by the rows' wall_* columns
     (core-seconds divided over the slots: what they cost the wall if the slots stay busy). The
     packs run from the first row's started_at (run_pack's start) to the last trial file written."""
-    first_start = rows["started_at"].min().timestamp()
-    last_end = max(f.stat().st_mtime for f in (storage / "paper_waveform" / "trials").glob("*.parquet"))
+    marks = {**marks, "first_pack": rows["started_at"].min().timestamp(),
+             "last_file": max(f.stat().st_mtime for f in (storage / "paper_waveform" / "trials").glob("*.parquet"))}
     pretrain = rows[~rows["pretrain_reused"].astype(bool)].drop_duplicates("pretrain_key")["wall_pretrain_s"].sum()
     finetune = rows["wall_finetune_s"].sum()
-    packs = last_end - first_start
-    return [
-        ("imports (process start to run_sweep)", marks["driver_ready"] - marks["start"]),
-        ("Ray start-up (ray.init, cluster check)", marks["ray_ready"] - marks["driver_ready"]),
-        ("planning, Tuner", marks["tuner_built"] - marks["ray_ready"]),
-        ("Tune workers starting (to the first pack's start)", first_start - marks["tuner_built"]),
-        ("packs (first pack's start to the last trial file)", packs),
-        ("  of which pretraining in the packs (per slot)", pretrain / CORES),
-        ("  of which fine-tuning (per slot)", finetune / CORES),
-        ("  of which pruning, evaluation, latency, saving, rows, reports", packs - (pretrain + finetune) / CORES),
-        ("Tune's tail (last trial file to fit's return)", marks["fit_done"] - last_end),
-        ("ray.shutdown", marks["ray_shut_down"] - marks["fit_done"]),
-        ("consolidation, beyond the shutdown beside it", marks["consolidated"] - marks["ray_shut_down"]),
-        ("summary, verdict", marks["summarised"] - marks["consolidated"]),
-        ("process exit", marks["exit"] - marks["summarised"]),
-    ]
+    phases, before = [], marks["start"]
+    for mark, at in sorted(((m, t) for m, t in marks.items() if m in _PHASES), key=lambda item: item[1]):
+        phases.append((_PHASES[mark], at - before))
+        before = at
+        if mark == "last_file":
+            packs = phases[-1][1]
+            phases += [("  of which pretraining in the packs (per slot)", pretrain / CORES),
+                       ("  of which fine-tuning (per slot)", finetune / CORES),
+                       ("  of which pruning, evaluation, latency, saving, rows, reports",
+                        packs - (pretrain + finetune) / CORES)]
+    return phases
 
 
 # What a single run must give as the sweep gave it: every cycle's row, compared column by
@@ -175,24 +181,28 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=1.0, help="fraction of (a)'s epochs to run and scale up")
     parser.add_argument("--keep", type=Path, default=None, help="keep the sweep folders under this folder")
     parser.add_argument("--alone", type=int, default=6, help="configurations run alone to compare with the sweep")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an earlier commit (git worktree add DIR REV): its sweep is run too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seeds in args.seeds:
-            storage = (args.keep or Path(tmp)) / f"seeds{seeds}"
-            wall, marks, rows = run_sweep(seeds, storage)
+            trees = {"after": None, **({"before": args.before} if args.before else {})}
+            runs = {name: run_sweep(seeds, (args.keep or Path(tmp)) / f"seeds{seeds}-{name}", tree)
+                    for name, tree in trees.items()}
+            rows = runs["after"][2]
             work = model_epochs(rows)
             plain = run_plain(work, args.sample)
             sampled = f", {args.sample:g} of it run and scaled" if args.sample != 1 else ""
             print(f"{seeds} seeds: {rows['trial_id'].nunique()} trials, {sum(work.values())} model-epochs "
                   f"{dict(work)}")
             print(f"  (a) plain loops, {CORES} processes: {plain:.1f} s{sampled}")
-            print(f"  (b) prunerlib sweep, end to end:  {wall:.1f} s")
-            print(f"  ratio: {plain / wall:.1f}x")
-            print(f"  Table 1, threshold x1.0: {table1(rows)}")
+            for name, (wall, marks, swept) in runs.items():
+                print(f"  (b) prunerlib sweep, end to end ({name}): {wall:.1f} s, {plain / wall:.1f}x")
+                print(f"      Table 1, threshold x1.0: {table1(swept)}")
+                for phase, seconds in breakdown(marks, (args.keep or Path(tmp)) / f"seeds{seeds}-{name}", swept):
+                    print(f"        {phase:<66} {seconds:6.1f} s")
             if args.alone:
                 print(f"  {single_runs(rows, args.alone)}")
-            for phase, seconds in breakdown(marks, storage, rows):
-                print(f"    {phase:<66} {seconds:6.1f} s")
 
 
 if __name__ == "__main__":
