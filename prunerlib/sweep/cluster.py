@@ -38,6 +38,15 @@ def connect(address: str | None) -> None:
                           f"{str(exc).splitlines()[0][:200]}{hint}") from None
 
 
+def check_local_gpu(spec: SweepSpec) -> None:
+    """An embedded Ray has this machine's GPUs only: a spec asking for a GPU needs one here."""
+    import torch
+
+    if spec.gpu > 0 and not torch.cuda.is_available():
+        raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but this machine has no GPU "
+                        f"(set resources.gpu: 0, or join a GPU cluster with --address)")
+
+
 # Seconds a sweep on a cluster waits for a node with the GPU share to join: after `ray up` the
 # head is ready minutes before its GPU workers.
 GPU_WAIT_VAR = "PRUNERLIB_GPU_WAIT_S"

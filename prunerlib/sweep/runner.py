@@ -23,11 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ray.tune.stopper import Stopper
-
 from prunerlib.config import TrialConfig
 from prunerlib.files import atomic_write
-from prunerlib.sweep.cluster import check_cluster, connect, trials_held_by_nodes
+from prunerlib.sweep import signals
+from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect, trials_held_by_nodes
 from prunerlib.sweep.loggers import RunLoggers
 from prunerlib.sweep.plan import grid_packs, planned, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
@@ -35,34 +34,6 @@ from prunerlib.sweep.spec import SpecError, SweepSpec
 from prunerlib.sweep.store import SweepFolder
 from prunerlib.sweep.summary import sweep_summary
 from prunerlib.sweep.trainable import SweepContext, mean_present, pack_trial
-
-
-# --------------------------------------------------------------------------------------------
-# Ctrl-C or a SIGTERM (a batch scheduler's pre-emption) stops the sweep like a crash would,
-# but says so: the driver lets Tune end its trials, consolidates what finished, and exits
-# 128 + the signal's number. Tune's own SIGINT handler is off (it would end the sweep and
-# return as if it had finished); this flag, read by a Stopper, replaces it.
-_SIGNALLED: list[int] = []
-
-
-class _StopOnSignal(Stopper):
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return bool(_SIGNALLED)
-
-    def stop_all(self) -> bool:
-        return bool(_SIGNALLED)
-
-
-def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
-    if not _SIGNALLED:
-        print(f"{signal.Signals(signum).name} received: stopping the sweep's trials...", file=sys.stderr)
-    _SIGNALLED.append(signum)
-
-
-def _catch_signals() -> None:
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _on_signal)
 
 
 # PRUNERLIB_TIMINGS=1: the driver prints `prunerlib-timing <phase> <unix time>` to stderr as each
@@ -89,12 +60,8 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
 
         return run_scan(spec, storage, address, resume, retry_failed, again)
     started_here = not ray.is_initialized()
-    if started_here and address is None and spec.gpu > 0:  # an embedded Ray has this machine's GPUs only
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but this machine has no GPU "
-                            f"(set resources.gpu: 0, or join a GPU cluster with --address)")
+    if started_here and address is None:
+        check_local_gpu(spec)
     if retry_failed and not resume:
         raise SpecError("--retry-failed: only with --resume (a new sweep has nothing to retry)")
     if retry_failed and spec.search:
@@ -102,21 +69,19 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
                         "retry them in a grid sweep of those settings")
     _mark("driver_ready")
     folder.begin(spec, resume)
-    _SIGNALLED.clear()
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    _catch_signals()
+    signals.begin()
     stop_ahead = threading.Event()
     try:
         if started_here and address is None and not spec.gpu and spec.grid:
             _pretrain_ahead(spec, folder, stop_ahead)
         if started_here:
             connect(address)
-        _catch_signals()  # again: ray.init installs its own SIGTERM handler
+        signals.catch()  # again: ray.init installs its own SIGTERM handler
         _mark("ray_ready")
-        check_cluster(spec, folder, remote=address is not None, interrupted=lambda: bool(_SIGNALLED))
+        check_cluster(spec, folder, remote=address is not None, interrupted=signals.interrupted)
         if spec.search and resume:
             _reconcile_study(spec, folder)
-        tuner = None if _SIGNALLED else _tuner(spec, folder, resume, retry_failed)
+        tuner = None if signals.interrupted() else _tuner(spec, folder, resume, retry_failed)
         crashed = False
         _mark("tuner_built")
         if tuner is not None:
@@ -153,7 +118,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
             print(f"every configuration has rows, but check {folder.tune} for the driver's error", file=sys.stderr)
         return code or int(crashed)
     except KeyboardInterrupt:  # a signal before the handlers were in place
-        _SIGNALLED.append(signal.SIGINT)
+        signals.RECEIVED.append(signal.SIGINT)
         print(f"interrupted; continue with: {again}", file=sys.stderr)
         return 128 + signal.SIGINT
     finally:
@@ -161,9 +126,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         folder.release()
         if started_here:
             ray.shutdown()  # nothing to do when the sweep ran to its end
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        signals.release()
 
 
 def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event) -> None:
@@ -197,7 +160,7 @@ def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event)
     def run() -> None:
         torch.set_num_threads(max(1, int(spec.cpu)))  # what pack_trial sets
         for cfgs in packs:
-            if stop.is_set() or _SIGNALLED:
+            if stop.is_set() or signals.interrupted():
                 return
             try:
                 device = resolve_device(cfgs[0].device, [])
@@ -234,11 +197,11 @@ def _verdict(spec: SweepSpec, folder: SweepFolder, frame: Any, again: str) -> in
 
         planned = planned_points(spec.search, spec.name, str(folder.journal)) * len(spec.seeds)
         have = frame["trial_id"].nunique() if len(frame) else 0
-    if _SIGNALLED:
-        name = signal.Signals(_SIGNALLED[0]).name
+    if signals.interrupted():
+        name = signal.Signals(signals.RECEIVED[0]).name
         print(f"interrupted by {name}: {have} of {planned} configuration(s) have rows; continue with: {again}",
               file=sys.stderr)
-        return 128 + _SIGNALLED[0]
+        return 128 + signals.RECEIVED[0]
     if have < planned:
         print(f"incomplete: {planned - have} of {planned} configuration(s) have no rows (see {folder.tune} "
               f"for Tune's errors); continue with: {again}", file=sys.stderr)
@@ -353,7 +316,7 @@ def _tuner(spec: SweepSpec, folder: SweepFolder, resume: bool, retry_failed: boo
     )
     trainable = tune.with_resources(tune.with_parameters(pack_trial, ctx=ctx), {"cpu": spec.cpu, "gpu": spec.gpu})
     run_config = tune.RunConfig(
-        name=folder.tune.name, storage_path=str(folder.root), stop=_StopOnSignal(),
+        name=folder.tune.name, storage_path=str(folder.root), stop=signals.StopOnSignal(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[RunLoggers(spec.callbacks, str(folder.root.parent), spec.name)] if spec.callbacks else None,
     )

@@ -34,7 +34,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -299,37 +298,31 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
     import ray
     from ray import tune
 
-    from prunerlib.sweep import runner
-    from prunerlib.sweep.cluster import check_cluster, connect
+    from prunerlib.sweep import signals
+    from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect
 
     plan = spec.scan
     assert plan is not None
     if retry_failed and not resume:
         raise SpecError("--retry-failed: only with --resume (a new sweep has nothing to retry)")
     started_here = not ray.is_initialized()
-    if started_here and address is None and spec.gpu > 0:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SpecError(f"resources.gpu: {spec.gpu:g} GPU per trial asked for, but this machine has no GPU "
-                            f"(set resources.gpu: 0, or join a GPU cluster with --address)")
+    if started_here and address is None:
+        check_local_gpu(spec)
     folder = ScanFolder(storage, spec.name)
     folder.begin(spec, resume)
-    runner._SIGNALLED.clear()
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    runner._catch_signals()
+    signals.begin()
     try:
         if started_here:
             connect(address)
-        runner._catch_signals()  # again: ray.init installs its own SIGTERM handler
-        check_cluster(spec, folder, remote=address is not None, interrupted=lambda: bool(runner._SIGNALLED))
+        signals.catch()  # again: ray.init installs its own SIGTERM handler
+        check_cluster(spec, folder, remote=address is not None, interrupted=signals.interrupted)
         failed = {u.id for u in plan.units if folder.failure(u.id) is not None}
         rerun = frozenset(failed) if retry_failed else frozenset()
         todo = [u.label for u in plan.units
                 if u.id in rerun or (folder.unit_rows(u.id) is None and u.id not in failed)]
         if resume:
             print(f"resuming: {len(todo)} of {len(plan.units)} unit(s) to run")
-        if todo and not runner._SIGNALLED:
+        if todo and not signals.interrupted():
             ctx = ScanContext(spec.name, str(folder.root.parent), {u.label: u for u in plan.units}, plan.fractions,
                               plan.criteria, max(1, int(spec.cpu)))
             trainable = tune.with_resources(tune.with_parameters(scan_unit, ctx=ctx),
@@ -338,7 +331,7 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
                                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent,
                                                            reuse_actors=True),
                                run_config=tune.RunConfig(name=folder.tune.name, storage_path=str(folder.root),
-                                                         stop=runner._StopOnSignal(),
+                                                         stop=signals.StopOnSignal(),
                                                          failure_config=tune.FailureConfig(
                                                              max_failures=spec.max_failures)))
             try:
@@ -350,16 +343,14 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
         print(f"report: prunerlib report {folder.root}")
         return _verdict(spec, folder, again)
     except KeyboardInterrupt:
-        runner._SIGNALLED.append(signal.SIGINT)
+        signals.RECEIVED.append(signal.SIGINT)
         print(f"interrupted; continue with: {again}", file=sys.stderr)
         return 128 + signal.SIGINT
     finally:
         folder.release()
         if started_here:
             ray.shutdown()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        signals.release()
 
 
 def _say_errors(grid: Any, spec: SweepSpec) -> None:
@@ -373,16 +364,16 @@ def _say_errors(grid: Any, spec: SweepSpec) -> None:
 
 
 def _verdict(spec: SweepSpec, folder: ScanFolder, again: str) -> int:
-    from prunerlib.sweep import runner
+    from prunerlib.sweep import signals
 
     units = spec.scan.units if spec.scan else ()
     have = {u.id for u in units if folder.unit_rows(u.id) is not None}
     failed = {u.id: f for u in units if u.id not in have and (f := folder.failure(u.id)) is not None}
-    if runner._SIGNALLED:
-        name = signal.Signals(runner._SIGNALLED[0]).name
+    if signals.interrupted():
+        name = signal.Signals(signals.RECEIVED[0]).name
         print(f"interrupted by {name}: {len(have)} of {len(units)} unit(s) have rows; continue with: {again}",
               file=sys.stderr)
-        return 128 + runner._SIGNALLED[0]
+        return 128 + signals.RECEIVED[0]
     for record in list(failed.values())[:5]:
         print(f"unit {record['unit']}: {record['status']}: {record['error'].strip().splitlines()[-1][:200]}",
               file=sys.stderr)
