@@ -11,8 +11,7 @@ Choices the paper and SPEC leave open, made here:
   (SPEC §5.5). Loss rather than accuracy: on a few hundred validation photos accuracy moves in
   steps of 1/n and lies flat over many k, so ties would decide the split; loss is smooth.
 - Every k is scanned (no grid, no interpolation): one forward pass of the validation split per
-  k, 47 passes for the paper CNN's 16 + 32 filters, about a second per decision on one core
-  (tests/test_allocation.py measures it).
+  k, 47 passes for the paper CNN's 16 + 32 filters (the cost: benchmarks/README.md).
 - Curves are treated as additive across layers: the loss increase of removing k1 from conv1
   and k2 from conv2 together is taken as the sum of the two increases measured alone. That
   ignores interactions (conv2's filters see conv1's output), and is what makes the split an
