@@ -314,10 +314,11 @@ def train_population(pop: Population, data: Data, seeds: Sequence[int], *, epoch
                 losses.append(pop.step(x, y))
             losses_t = torch.stack(losses)
         bad = ~torch.isfinite(losses_t).all(0)
-        for pos in bad.nonzero().flatten().tolist():
-            column = losses_t[:, pos]
-            failures[alive[pos]] = (epoch + 1, column[~torch.isfinite(column)][0].item())
-        alive = _leave(pop, alive, set(failures))
+        if bad.any():  # the epoch's one look at the device (a GPU run syncs here only)
+            for pos in bad.nonzero().flatten().tolist():
+                column = losses_t[:, pos]
+                failures[alive[pos]] = (epoch + 1, column[~torch.isfinite(column)][0].item())
+            alive = _leave(pop, alive, set(failures))
         if after_epoch is not None and alive:
             alive = _leave(pop, alive, set(after_epoch(epoch + 1, alive)))
         orders = {seed: orders[seed] for seed in {seeds[k] for k in alive}}
