@@ -24,7 +24,7 @@ from prunerlib.config import POPULATION_SETTINGS, TrialConfig
 from prunerlib.datasets import Data
 from prunerlib.errors import EnvironmentFault, TrainingDiverged, is_out_of_memory
 from prunerlib.masks import Masks
-from prunerlib.models import build_model
+from prunerlib.models import FFN, build_model
 from prunerlib.training import StageLog, accuracy, diverged, plateaued, train
 
 log = logging.getLogger("prunerlib.population")
@@ -144,8 +144,11 @@ def pretrain_models(models: Sequence[nn.Module], cfgs: Sequence[TrialConfig], da
         groups.setdefault((type(model), type(model.act), shape, cfg.batch_size, cfg.epochs_pretrain,
                            cfg.optimizer), []).append(i)
     for group in groups.values():
-        pop = Population([models[i] for i in group], [None] * len(group), [cfgs[i] for i in group])
-        if not uses_kernel("auto", pop, data, pop.inputs(data.train_x)):
+        # Only an FFN on the CPU can be the kernel's: no stacked copy of anything else.
+        on_kernel = isinstance(models[group[0]], FFN) and data.train_x.device.type == "cpu"
+        pop = Population([models[i] for i in group], [None] * len(group), [cfgs[i] for i in group]) \
+            if on_kernel else None
+        if pop is None or not uses_kernel("auto", pop, data, pop.inputs(data.train_x)):
             for i in group:
                 try:
                     logs[i] = train(models[i], data, cfgs[i], epochs=cfgs[i].epochs_pretrain, seed=cfgs[i].seed,
