@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry(argv: Sequence[str] | None = None) -> NoReturn:
     """The `prunerlib` command (and `python -m prunerlib`, sweeps/launch.py): `main`, then the
     process ends at once. Python's own teardown of the torch and Ray modules a sweep imported
-    takes ~1.5 s and writes nothing: every file a command writes is closed (and renamed into
+    takes over a second (benchmarks/README.md) and writes nothing: every file a command writes is closed (and renamed into
     place) before `main` returns, and Ray is shut down by then."""
     code = main(argv)
     for stream in (sys.stdout, sys.stderr):

@@ -11,8 +11,8 @@ from prunerlib.masks import Masks
 from prunerlib.surgery import compact, live_filters, live_units
 
 
-# count_flops by architecture: a pack's hundred members compact to a few dozen shapes, and the
-# counter's traced forward (~1.5 ms) cost a pack of 105 a third of a second.
+# count_flops by architecture: a pack's hundred members compact to a few dozen shapes, and a
+# traced forward per member was a visible share of a pack's bookkeeping (benchmarks/README.md).
 _COUNTED: dict[tuple, dict[str, int]] = {}
 
 

@@ -94,8 +94,8 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         if spec.search:  # a journal damaged during the run is told what the trial files hold
             _reconcile_study(spec, folder, hand_out=False)
         _mark("fit_done")
-        # Ray is not needed past here, and its shutdown mostly waits for its processes to exit
-        # (~1 s): consolidate meanwhile.
+        # Ray is not needed past here, and its shutdown mostly waits for its processes to exit:
+        # consolidate meanwhile.
         with ThreadPoolExecutor(1) as pool:
             consolidating = pool.submit(folder.consolidate)
             if started_here:

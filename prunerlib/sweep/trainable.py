@@ -30,8 +30,8 @@ REPORTED = ("acc_finetuned", "units_removed_frac", "weights_removed_frac", "filt
 # report ("id,id"): the driver's loggers read their rows from the sweep folder. A string,
 # which Tune's own loggers skip.
 NEW_IDS = "new_trial_ids"
-# A report waits for the driver to take it (~12 ms): a pack of a hundred members finishing
-# together would spend more than a second telling Tune one by one. A member's finish is told
+# A report waits for the driver to take it: a pack of a hundred members finishing together
+# spent over a second telling Tune one by one (benchmarks/README.md). A member's finish is told
 # once this long has passed since the last report; the ids of those not told yet ride on the
 # next one (a cycle's end, a later finish, or the pack's last report).
 REPORT_EVERY_S = 1.0
