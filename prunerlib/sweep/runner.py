@@ -86,7 +86,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         _mark("tuner_built")
         if tuner is not None:
             try:
-                _say_errors(tuner.fit(), spec)
+                say_errors(tuner.fit(), spec)
             except Exception as exc:  # noqa: BLE001  the rows that finished are still the record: keep them
                 crashed = True
                 print(f"the sweep's driver failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
@@ -172,16 +172,17 @@ def _pretrain_ahead(spec: SweepSpec, folder: SweepFolder, stop: threading.Event)
     threading.Thread(target=run, name="prunerlib-pretrain-ahead", daemon=True).start()
 
 
-def _say_errors(grid: Any, spec: SweepSpec) -> None:
-    """One line per Tune trial that errored after its retries: what failed, where, and why
-    (Tune's console shows only its error file's path)."""
+def say_errors(grid: Any, spec: SweepSpec) -> None:
+    """One line per Tune trial that errored after its retries: what failed (its pack, scan unit
+    or search points), and why (Tune's console shows only its error file's path)."""
     for result in grid:
         exc = result.error
         if exc is None:
             continue
         while getattr(exc, "cause", None) is not None:  # RayTaskError wraps what the trial raised
             exc = exc.cause
-        what = (result.config or {}).get("pack") or "search points"
+        config = result.config or {}
+        what = config.get("pack") or config.get("unit") or "search points"
         message = " ".join(str(exc).split())[:300]
         print(f"Tune trial {what!r} errored after {spec.max_failures} retr{'y' if spec.max_failures == 1 else 'ies'}: "
               f"{type(exc).__name__}: {message}", file=sys.stderr)

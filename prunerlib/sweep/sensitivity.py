@@ -300,6 +300,7 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
 
     from prunerlib.sweep import signals
     from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect
+    from prunerlib.sweep.runner import say_errors
 
     plan = spec.scan
     assert plan is not None
@@ -335,7 +336,7 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
                                                          failure_config=tune.FailureConfig(
                                                              max_failures=spec.max_failures)))
             try:
-                _say_errors(tuner.fit(), spec)
+                say_errors(tuner.fit(), spec)
             except Exception as exc:  # noqa: BLE001  the units that finished are still the record
                 print(f"the sweep's driver failed: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
         rows, pairs = folder.consolidate_scan(plan.units)
@@ -351,16 +352,6 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
         if started_here:
             ray.shutdown()
         signals.release()
-
-
-def _say_errors(grid: Any, spec: SweepSpec) -> None:
-    for result in grid:
-        exc = result.error
-        while getattr(exc, "cause", None) is not None:  # RayTaskError wraps what the trial raised
-            exc = exc.cause
-        if exc is not None:
-            print(f"Tune trial {(result.config or {}).get('unit')!r} errored after {spec.max_failures} retries: "
-                  f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
 
 
 def _verdict(spec: SweepSpec, folder: ScanFolder, again: str) -> int:
