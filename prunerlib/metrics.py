@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import conv_flop_count, mm_flop
 
 from prunerlib.errors import ConfigError
 from prunerlib.masks import Masks
@@ -17,18 +17,33 @@ _COUNTED: dict[tuple, dict[str, int]] = {}
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """FLOPs of one forward pass of one example, per module, by PyTorch's own counter."""
+    """FLOPs of one forward pass of one example, per linear and conv layer, by the formulas of
+    PyTorch's counter (torch.utils.flop_counter; tests/test_metrics.py holds them equal to
+    FlopCounterMode's counts). Not FlopCounterMode itself: its first use in a process imports
+    torch._dynamo, about a second of every sweep worker's start (benchmarks/README.md), and
+    these models compute nothing it would count outside their linear and conv layers."""
     param = next(model.parameters())
     key = (tuple(input_shape), param.dtype, param.device.type,
            tuple((name, type(m), tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
                  for name, m in model.named_modules()))
     if key not in _COUNTED:
-        with FlopCounterMode(display=False) as counter:
+        counts: dict[str, int] = {}
+
+        def count(name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if isinstance(module, nn.Linear):  # aten.addmm (or mm): input (1, in) times weight.T (in, out)
+                counts[name] = mm_flop(tuple(inputs[0].shape), tuple(module.weight.T.shape))
+            else:
+                counts[name] = conv_flop_count(list(inputs[0].shape), list(module.weight.shape), list(out.shape))
+
+        hooks = [m.register_forward_hook(lambda m, i, o, name=name: count(name, m, i, o))
+                 for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        try:
             with torch.no_grad():
                 model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
-        prefix = type(model).__name__ + "."
-        _COUNTED[key] = {name[len(prefix):]: sum(ops.values())
-                         for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
+        finally:
+            for hook in hooks:
+                hook.remove()
+        _COUNTED[key] = counts
     return dict(_COUNTED[key])
 
 

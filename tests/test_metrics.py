@@ -61,3 +61,20 @@ def test_weights_removed_frac_counts_the_threshold_layers_scope_whatever_the_pru
     apply_removal(model, masks, Removal(weights={"fc2.weight": one}))
     assert removed_fractions(model, masks, weight_scope(model, "hidden"))["weights_removed_frac"] == 0.5
     assert removed_fractions(model, masks, weight_scope(model, "all_linear"))["weights_removed_frac"] == (24 + 10) / 66
+
+
+def test_flops_equal_pytorchs_flop_counter_for_every_layer_shape_a_pruned_model_compacts_to():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from prunerlib.models import CNN, FFN
+
+    for model, shape in [(FFN(21, 50, 3), (21,)), (FFN(40, 1, 3), (40,)), (FFN(40, 0, 3), (40,)),
+                         (CNN((16, 32), 128, 2, 32), (3, 32, 32)), (CNN((5, 9), 13, 2, 64), (3, 64, 64)),
+                         (CNN((1, 2), 1, 2, 32), (3, 32, 32))]:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, *shape))
+        prefix = type(model).__name__ + "."
+        expected = {name[len(prefix):]: sum(ops.values())
+                    for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
+        assert count_flops(model, shape) == expected
+
