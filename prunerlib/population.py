@@ -214,9 +214,7 @@ def member_bytes(cfg: TrialConfig) -> int:
     backward."""
     in_shape = (cfg.attributes,) if cfg.model == "ffn" else (3, cfg.image_size, cfg.image_size)
     classes = 3 if cfg.dataset == "waveform" else 2
-    with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        model = build_model(cfg, in_shape[0], classes)
-        per_example = _activation_numel(model, torch.zeros(1, *in_shape))
+    model, per_example = _shape_of(cfg, in_shape, classes)
     params = sum(p.numel() for p in model.parameters())
     in_numel = math.prod(in_shape) + (cfg.model == "ffn")  # the FFN's inputs carry a constant 1
     trial = 4 * params + params + 8 * cfg.distinct_max_patterns  # model, bool masks, sample indices
@@ -239,12 +237,21 @@ def shared_bytes(cfg: TrialConfig) -> int:
     pruning inputs gathered, their activations, an evaluation batch of 1024)."""
     in_shape = (cfg.attributes,) if cfg.model == "ffn" else (3, cfg.image_size, cfg.image_size)
     classes = 3 if cfg.dataset == "waveform" else 2
-    with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        per_example = _activation_numel(build_model(cfg, in_shape[0], classes), torch.zeros(1, *in_shape))
+    per_example = _shape_of(cfg, in_shape, classes)[1]
     examples = cfg.n if cfg.dataset == "waveform" else 2 * (cfg.train_per_class + cfg.test_per_class)
     patterns = min(cfg.distinct_max_patterns, examples)
     data = 4 * examples * (math.prod(in_shape) + 1)
     return data + 4 * max(patterns, 1024) * (math.prod(in_shape) + per_example)
+
+
+def _shape_of(cfg: TrialConfig, in_shape: tuple[int, ...], classes: int) -> tuple[nn.Module, int]:
+    """The model `cfg` builds, and its activations' size for one example. Built and run on the
+    CPU, not the meta device: a meta forward pass imports torch._dynamo, about a second of a
+    driver's or worker's start, for a model of at most a few million parameters."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(cfg, in_shape[0], classes)
+    with torch.no_grad():
+        return model, _activation_numel(model, torch.zeros(1, *in_shape))
 
 
 def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
