@@ -40,7 +40,10 @@ def set_numerics(device: torch.device, exact: bool) -> None:
     torch.set_float32_matmul_precision("highest")
     torch.backends.cudnn.deterministic = exact
     torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not repeatable
-    torch.use_deterministic_algorithms(exact)
+    # Only when it changes: the call imports torch._inductor's config, over a second of every
+    # sweep worker's start, to tell a compiler this project never uses.
+    if torch.are_deterministic_algorithms_enabled() != exact or torch.is_deterministic_algorithms_warn_only_enabled():
+        torch.use_deterministic_algorithms(exact)
 
 
 def tf32_allowed() -> bool:

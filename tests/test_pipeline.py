@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -135,3 +137,18 @@ def test_a_fault_of_the_machine_is_raised_not_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(Threshold, "decide", disk_gone)
     with pytest.raises(OSError):
         run_trial(ffn_config(pruner="threshold"), Workdirs(tmp_path), progress=False)
+
+
+def test_a_pack_on_the_cpu_never_loads_torchs_compiler(tmp_path):
+    """torch._dynamo and torch._inductor take over a second to import, and some torch calls
+    import them in passing (FlopCounterMode, a forward pass on the meta device,
+    use_deterministic_algorithms): a sweep worker's whole path, pretraining included, must not."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from prunerlib.pipeline import Workdirs, run_pack; from tests.helpers import ffn_config; "
+            f"run_pack([ffn_config(seed=s, cycles=2) for s in (0, 1)], Workdirs(pretrained={str(tmp_path)!r})); "
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "[]"
