@@ -49,3 +49,58 @@ def test_a_plugin_file_a_node_cannot_see_is_refused_before_any_trial(tmp_path):
     assert result.returncode == 0 and lines[0] == "every node sees it", result.stdout + result.stderr[-2000:]
     assert lines[1].startswith(f"plugins: {plugin} is not on node ") and "same path" in lines[1]
     assert lines[2] == "[]"  # the storage probe cleaned up after itself
+
+
+
+# Before this process exits (its exit would stop Ray anyway), whatever of the Ray it started
+# outlives `disconnect`.
+EMBEDDED = """
+import os
+import time
+from pathlib import Path
+import ray
+from prunerlib.sweep.cluster import connect, disconnect
+
+def descendants(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+connect(None)
+assert ray.get(ray.remote(lambda: 1).remote()) == 1
+pids = descendants(os.getpid())
+disconnect()
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+    time.sleep(0.1)
+print(len(pids), [Path(f"/proc/{pid}/cmdline").read_text().replace(chr(0), " ")[:80] for pid in pids if alive(pid)])
+"""
+
+
+def test_disconnect_stops_every_process_of_the_embedded_ray():
+    """The autoscaler monitor is killed ahead of ray.shutdown (its graceful stop hangs): nothing
+    of the embedded Ray may outlive disconnect."""
+    import os
+
+    done = subprocess.run([sys.executable, "-c", EMBEDDED], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, check=True)
+    started, survivors = done.stdout.split(" ", 1)
+    assert int(started) >= 4  # the GCS, the raylet, the monitor, a worker at least
+    assert survivors.strip() == "[]"

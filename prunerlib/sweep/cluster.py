@@ -38,6 +38,19 @@ def connect(address: str | None) -> None:
                           f"{str(exc).splitlines()[0][:200]}{hint}") from None
 
 
+def disconnect() -> None:
+    """ray.shutdown, less its one-second wait on the autoscaler monitor of an embedded Ray: Ray
+    stops the GCS first, and the monitor's SIGTERM handler then tries to tell the GCS it is
+    going and hangs until ray.shutdown kills it a second later (Ray 2.60, ray/_private/node.py).
+    The monitor holds nothing a sweep keeps, so it is killed outright first."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)  # None when no Ray runs here
+    for info in getattr(node, "all_processes", {}).get("monitor", []):
+        info.process.kill()
+    ray.shutdown()
+
+
 def check_local_gpu(spec: SweepSpec) -> None:
     """An embedded Ray has this machine's GPUs only: a spec asking for a GPU needs one here."""
     import torch
@@ -124,7 +137,7 @@ def cluster_plan(spec: SweepSpec, address: str | None) -> str:
         return text + ("\n" + _gpu_plan(spec) if spec.gpu else "")
     finally:
         if started_here:
-            ray.shutdown()
+            disconnect()
 
 
 def trials_held_by_nodes(spec: SweepSpec) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from prunerlib.config import TrialConfig
 from prunerlib.files import atomic_write
 from prunerlib.sweep import signals
-from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect, trials_held_by_nodes
+from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect, disconnect, trials_held_by_nodes
 from prunerlib.sweep.loggers import RunLoggers
 from prunerlib.sweep.plan import grid_packs, planned, search_batch, slots
 from prunerlib.sweep.search import BatchedOptunaSearch
@@ -99,7 +99,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         with ThreadPoolExecutor(1) as pool:
             consolidating = pool.submit(folder.consolidate)
             if started_here:
-                ray.shutdown()
+                disconnect()
                 _mark("ray_shut_down")
             frame = consolidating.result()
         _mark("consolidated")
@@ -125,7 +125,7 @@ def run_sweep(spec: SweepSpec, storage: str, address: str | None = None, resume:
         stop_ahead.set()  # at its next model: one it is writing is renamed into place or cleaned up later
         folder.release()
         if started_here:
-            ray.shutdown()  # nothing to do when the sweep ran to its end
+            disconnect()  # nothing to do when the sweep ran to its end
         signals.release()
 
 

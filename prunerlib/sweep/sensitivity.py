@@ -299,7 +299,7 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
     from ray import tune
 
     from prunerlib.sweep import signals
-    from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect
+    from prunerlib.sweep.cluster import check_cluster, check_local_gpu, connect, disconnect
     from prunerlib.sweep.runner import say_errors
 
     plan = spec.scan
@@ -350,7 +350,7 @@ def run_scan(spec: SweepSpec, storage: str, address: str | None, resume: bool, r
     finally:
         folder.release()
         if started_here:
-            ray.shutdown()
+            disconnect()
         signals.release()
 
 
