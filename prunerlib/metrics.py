@@ -8,11 +8,11 @@ from torch.utils.flop_counter import conv_flop_count, mm_flop
 
 from prunerlib.errors import ConfigError
 from prunerlib.masks import Masks
-from prunerlib.surgery import compact, live_filters, live_units
+from prunerlib.surgery import live_filters, live_units
 
 
-# count_flops by architecture: a pack's hundred members compact to a few dozen shapes, and a
-# traced forward per member was a visible share of a pack's bookkeeping (benchmarks/README.md).
+# count_flops by architecture: a pack's members share one dense network, and a traced forward
+# per member and cycle was a visible share of a pack's bookkeeping (benchmarks/README.md).
 _COUNTED: dict[tuple, dict[str, int]] = {}
 
 
@@ -48,15 +48,16 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
 
 
 def pruned_flops(model: nn.Module, masks: Masks, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of the physically smaller network, each layer's count scaled by the share of its
-    weights still non-zero: every weight of a linear or conv layer takes part in the same
-    number of multiply-adds, so an unstructured mask saves that share."""
-    small = compact(model, masks)
+    """FLOPs of the physically smaller network (surgery.compact's), each layer's count scaled by
+    the share of its weights still non-zero: every weight of a linear or conv layer takes part
+    in the same number of multiply-adds, so an unstructured mask saves that share. Counted on
+    the dense network: removing a unit or filter masks its weights and those that read it
+    (surgery._mask), so each dense layer holds exactly its smaller layer's non-zero weights,
+    in the same multiply-adds each, and no smaller copy needs building."""
     total = 0.0
-    for name, flops in count_flops(small, input_shape).items():
-        weight = small.get_submodule(name).weight
-        if weight.numel():  # a layer pruned away entirely costs nothing
-            total += flops * float((weight != 0).sum()) / weight.numel()
+    for name, flops in count_flops(model, input_shape).items():
+        weight = model.get_submodule(name).weight
+        total += flops * float(((weight != 0) & masks[f"{name}.weight"]).sum()) / weight.numel()
     return int(round(total))
 
 

@@ -78,3 +78,26 @@ def test_flops_equal_pytorchs_flop_counter_for_every_layer_shape_a_pruned_model_
                     for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
         assert count_flops(model, shape) == expected
 
+
+
+def test_pruned_flops_are_the_compacted_networks_flops_whatever_was_removed():
+    """Counted on the dense network, they must equal what the physically smaller one counts."""
+    import random
+
+    from prunerlib.models import CNN, FFN
+    from prunerlib.surgery import compact
+
+    rng = random.Random(0)
+    for trial in range(40):
+        torch.manual_seed(trial)
+        model, shape = (FFN(21, 50, 3), (21,)) if trial % 2 else (CNN((8, 12), 20, 2, 32), (3, 32, 32))
+        masks = Masks(model)
+        filters = {"conv1": rng.sample(range(8), rng.randint(0, 4)),
+                   "conv2": rng.sample(range(12), rng.randint(0, 6))} if trial % 2 == 0 else {}
+        apply_removal(model, masks, Removal(units={"fc1": rng.sample(range(20), rng.randint(0, 15))},
+                                            weights={"fc1.weight": torch.rand_like(model.fc1.weight) > rng.random()},
+                                            filters=filters))
+        small = compact(model, masks)
+        expected = sum(flops * float((small.get_submodule(name).weight != 0).sum()) / small.get_submodule(name).weight.numel()
+                       for name, flops in count_flops(small, shape).items() if small.get_submodule(name).weight.numel())
+        assert pruned_flops(model, masks, shape) == int(round(expected))
