@@ -118,7 +118,8 @@ def breakdown(marks: dict[str, float], storage: Path, rows: pd.DataFrame) -> lis
     (core-seconds divided over the slots: what they cost the wall if the slots stay busy). The
     packs run from the first row's started_at (run_pack's start) to the last trial file written."""
     marks = {**marks, "first_pack": rows["started_at"].min().timestamp(),
-             "last_file": max(f.stat().st_mtime for f in (storage / "paper_waveform" / "trials").glob("*.parquet"))}
+             "last_file": max(f.stat().st_mtime for f in (storage / "paper_waveform" / "trials").glob("*.*")
+                              if f.suffix in (".arrow", ".parquet"))}  # .parquet: a --before checkout's
     pretrain = rows[~rows["pretrain_reused"].astype(bool)].drop_duplicates("pretrain_key")["wall_pretrain_s"].sum()
     finetune = rows["wall_finetune_s"].sum()
     phases, before = [], marks["start"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from prunerlib.config import column_settings, setting_hints
@@ -206,6 +207,30 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     if unknown:
         raise KeyError(f"not in the result schema: {sorted(unknown)}")
     return pa.Table.from_pylist(rows, schema=target)
+
+
+# A sweep's trial files (`sweep/store.py` writes them as trials finish; the analysis also reads
+# a running sweep's): Arrow IPC files, which at a hundred columns and a few rows write and read
+# in about a tenth of a Parquet file's time (benchmarks/README.md): the 840 files of a 20-seed
+# Waveform grid cost seconds of its wall time as Parquet. What a sweep delivers,
+# results.parquet, stays Parquet; `.parquet` trial files, which versions before 2026-11-26
+# wrote, are still read.
+TRIAL_SUFFIX = ".arrow"
+TRIAL_PATTERNS = ("*.arrow", "*.parquet")
+
+
+def trial_files(folder: Path) -> list[Path]:
+    """The trial files in `folder`, temporaries (`.name.*.tmp`) left out."""
+    return sorted(p for pattern in TRIAL_PATTERNS for p in folder.glob(pattern) if not p.name.startswith("."))
+
+
+def write_trial_file(path: Path, table: pa.Table) -> None:
+    feather.write_feather(table, path, compression="uncompressed")
+
+
+def read_rows_file(path: Path) -> pa.Table:
+    """A file of result rows: an Arrow IPC trial file (`.arrow`), otherwise Parquet."""
+    return feather.read_table(path, memory_map=False) if path.suffix == TRIAL_SUFFIX else pq.read_table(path)
 
 
 def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:

@@ -73,7 +73,7 @@ def test_a_quarter_gpu_per_trial_runs_four_trials_on_one_gpu_and_queues_the_rest
         assert len(df) == 6 and (df["status"] == "ok").all() and (df["device"] == "cpu").all()
         # Each trial from its start to its trial file's writing: four overlap, never five.
         trials = storage / "gpu" / "trials"
-        intervals = [(row.started_at.timestamp(), (trials / f"{row.trial_id}.parquet").stat().st_mtime)
+        intervals = [(row.started_at.timestamp(), (trials / f"{row.trial_id}.arrow").stat().st_mtime)
                      for row in df.itertuples()]
         assert most_at_once(intervals) == 4, intervals
 

@@ -40,14 +40,14 @@ def test_a_sweep_submitted_as_a_job_stopped_and_resubmitted_with_resume_runs_eve
         first = ray_job(cluster, "submit", "--no-wait", "--submission-id", "sweep-1", *sweep)
         assert first.returncode == 0, first.stdout + first.stderr
         deadline = time.monotonic() + 300
-        while not any(trials.glob("*.parquet")):
+        while not any(trials.glob("*.arrow")):
             if time.monotonic() > deadline or int(time.monotonic() * 5) % 50 == 0 and \
                     "RUNNING" not in ray_job(cluster, "status", "sweep-1").stdout:  # failed, or ended already
                 raise AssertionError(ray_job(cluster, "logs", "sweep-1").stdout[-3000:])
             time.sleep(0.2)
         stop = ray_job(cluster, "stop", "sweep-1", timeout=180)
         assert stop.returncode == 0, stop.stdout + stop.stderr
-        before = {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet")}
+        before = {p.name: p.stat().st_mtime_ns for p in trials.glob("*.arrow")}
         assert 1 <= len(before) < 6
         status = ray_job(cluster, "status", "sweep-1")
         assert "Job 'sweep-1' was stopped" in status.stdout, status.stdout + status.stderr
@@ -62,4 +62,4 @@ def test_a_sweep_submitted_as_a_job_stopped_and_resubmitted_with_resume_runs_eve
     assert len(df) == 6 and df["trial_id"].is_unique and (df["status"] == "ok").all(), df[["trial_id", "status"]]
     assert sorted(zip(df["seed"], df["threshold_factor"])) == [(s, f) for s in (0, 1, 2) for f in (0.5, 1.0)]
     # What finished before the stop was kept, not run again.
-    assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet") if p.name in before} == before
+    assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.arrow") if p.name in before} == before

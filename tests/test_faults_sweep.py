@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -111,31 +112,31 @@ def one_line(text: str) -> None:
 
 def test_resume_reruns_a_configuration_whose_trial_file_was_deleted(grid, capsys):
     before = rows(grid)
-    lost = grid / "trials" / f"{before['trial_id'].iloc[0]}.parquet"
+    lost = grid / "trials" / f"{before['trial_id'].iloc[0]}.arrow"
     lost.unlink()
-    kept = {p.name: p.stat().st_mtime_ns for p in (grid / "trials").glob("*.parquet")}
+    kept = {p.name: p.stat().st_mtime_ns for p in (grid / "trials").glob("*.arrow")}
     assert resume() == 0
     after = rows(grid)
     assert len(after) == len(before) == 6 and set(after["trial_id"]) == set(before["trial_id"]) and lost.exists()
-    assert {p.name: p.stat().st_mtime_ns for p in (grid / "trials").glob("*.parquet") if p.name in kept} == kept
+    assert {p.name: p.stat().st_mtime_ns for p in (grid / "trials").glob("*.arrow") if p.name in kept} == kept
     assert "1 of 3 pack(s) to run" in capsys.readouterr().out
 
 
 def test_a_truncated_trial_file_is_moved_aside_and_run_again(grid, capsys):
-    victim = sorted((grid / "trials").glob("*.parquet"))[2]
+    victim = sorted((grid / "trials").glob("*.arrow"))[2]
     victim.write_bytes(victim.read_bytes()[:300])
     assert resume() == 0
     err = "\n".join(line for line in capsys.readouterr().err.splitlines() if " pid=" not in line)  # not Ray's workers
     assert f"{victim} is unreadable" in err and "Traceback" not in err
     assert victim.with_name(victim.name + ".corrupt").exists()
-    assert len(rows(grid)) == 6 and len(pq.read_table(victim)) >= 1
+    assert len(rows(grid)) == 6 and len(feather.read_table(victim)) >= 1
 
 
 def test_unreadable_tune_state_is_rebuilt_from_the_plan_and_the_trial_files(grid, capsys):
     for path in (grid / "tune").rglob("*"):  # what a full disk leaves: every state file cut short
         if path.is_file():
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    lost = sorted((grid / "trials").glob("*.parquet"))[-1]
+    lost = sorted((grid / "trials").glob("*.arrow"))[-1]
     lost.unlink()
     assert resume() == 0
     assert "resuming from packs.json and 5 trial file(s)" in capsys.readouterr().out
@@ -144,7 +145,7 @@ def test_unreadable_tune_state_is_rebuilt_from_the_plan_and_the_trial_files(grid
 
 def test_leftover_temporaries_are_cleared_and_files_follow_the_umask(grid):
     (grid / ".results.parquet.abc.tmp").write_text("half")
-    (grid / "trials" / ".0123.parquet.abc.tmp").write_text("half")
+    (grid / "trials" / ".0123.arrow.abc.tmp").write_text("half")
     old = os.umask(0o002)
     try:
         assert resume() == 0
@@ -247,7 +248,7 @@ def test_a_journal_cut_short_mid_search_is_told_again_from_the_trial_files(tmp_p
     driver = threading.Thread(target=lambda: codes.append(main(["sweep", "spec.yaml", "--storage", "runs"])))
     driver.start()
     deadline = time.monotonic() + 120
-    while len(list((folder / "trials").glob("*.parquet"))) < 2 and time.monotonic() < deadline:
+    while len(list((folder / "trials").glob("*.arrow"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     journal = folder / "optuna.journal"
     journal.write_bytes(journal.read_bytes()[: journal.stat().st_size // 2])  # mid-line, as a full disk leaves it

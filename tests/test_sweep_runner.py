@@ -76,7 +76,7 @@ def kill_after(spec: dict, tmp_path: Path, files: int) -> dict[str, int]:
     trials = tmp_path / "runs" / spec["name"] / "trials"
     driver = sweep(spec, tmp_path, wait=False)
     deadline = time.monotonic() + 300
-    while len(list(trials.glob("*.parquet"))) < files:
+    while len(list(trials.glob("*.arrow"))) < files:
         assert driver.poll() is None, driver.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "the sweep made no progress"
         time.sleep(0.2)
@@ -87,7 +87,7 @@ def kill_after(spec: dict, tmp_path: Path, files: int) -> dict[str, int]:
         os.killpg(driver.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet")}
+    return {p.name: p.stat().st_mtime_ns for p in trials.glob("*.arrow")}
 
 
 def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_path):
@@ -104,7 +104,7 @@ def test_a_sweep_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_
     df = pd.read_parquet(tmp_path / "runs" / "kill" / "results.parquet")
     assert len(df) == 18 and df["trial_id"].is_unique and (df["status"] == "ok").all()
     trials = tmp_path / "runs" / "kill" / "trials"
-    assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.parquet") if p.name in before} == before
+    assert {p.name: p.stat().st_mtime_ns for p in trials.glob("*.arrow") if p.name in before} == before
 
 
 def test_a_killed_search_resumes_its_study_without_repeating_or_losing_a_point(tmp_path):
@@ -123,7 +123,7 @@ def test_a_killed_search_resumes_its_study_without_repeating_or_losing_a_point(t
     assert len(study.trials) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert len(set(points)) == 12  # a restarted sampler does not ask its old points again
     df = pd.read_parquet(tmp_path / "runs" / "searchkill" / "results.parquet")
-    assert len(df) == 24 and df["trial_id"].is_unique and set(before) <= {f"{t}.parquet" for t in df["trial_id"]}
+    assert len(df) == 24 and df["trial_id"].is_unique and set(before) <= {f"{t}.arrow" for t in df["trial_id"]}
 
 
 def load_study(folder: Path):

@@ -27,12 +27,31 @@ def test_rows_are_kept_per_trial_and_consolidated_once_each(tmp_path):
         folder.write_rows(f"t{seed}", rows_for(seed, cycles=2))
     folder.write_rows("t1", rows_for(1, cycles=2))  # a trial written again replaces, never adds
     assert folder.rows("t9") is None and len(folder.rows("t0")) == 2
-    assert {p.stem for p in folder.trials.glob("*.parquet")} == {"t0", "t1", "t2"}
+    assert {p.stem for p in folder.trials.glob("*.arrow")} == {"t0", "t1", "t2"}
     frame = folder.consolidate()
     on_disk = pd.read_parquet(folder.results)
     assert len(on_disk) == 6 and list(on_disk.columns) == list(columns())
     assert on_disk[["trial_id", "cycle"]].duplicated().sum() == 0 and len(frame) == 6
     assert not list(folder.trials.glob(".*"))  # no temporary file left behind
+
+
+def test_an_earlier_versions_parquet_trial_files_still_count_and_a_rerun_replaces_them(tmp_path):
+    """Sweeps started before trial files were Arrow IPC resume without running a trial twice."""
+    import pyarrow.parquet as pq
+
+    from prunerlib.analysis.results import load_results
+    from prunerlib.records import to_table
+
+    folder = SweepFolder(tmp_path, "s")
+    folder.begin(parse_spec(SPEC), resume=False)
+    pq.write_table(to_table(rows_for(0, cycles=2)), folder.trials / "t0.parquet")  # as they were written
+    folder.write_rows("t1", rows_for(1))
+    assert len(folder.rows("t0")) == 2 and set(folder.finished()) == {"t0", "t1"}
+    assert len(load_results([folder.trials]).frame) == 3  # read as a running sweep is
+    assert len(folder.consolidate()) == 3
+    folder.write_rows("t0", rows_for(0))  # --retry-failed writes it anew: one file, the new rows
+    assert sorted(p.name for p in folder.trials.iterdir()) == ["t0.arrow", "t1.arrow"]
+    assert len(folder.consolidate()) == 2
 
 
 def test_failed_rows_consolidate_with_nulls_where_nothing_was_measured(tmp_path):
@@ -77,7 +96,7 @@ def test_a_killed_writers_temporaries_are_removed_when_a_driver_begins(tmp_path)
     folder = SweepFolder(tmp_path, "s")
     folder.begin(parse_spec(SPEC), resume=False)
     folder.release()
-    left = [folder.trials / ".t1.parquet.x1y2.tmp", folder.root / ".results.parquet.12.tmp"]
+    left = [folder.trials / ".t1.arrow.x1y2.tmp", folder.root / ".results.parquet.12.tmp"]
     for path in left:
         path.write_bytes(b"half a file")
     SweepFolder(tmp_path, "s").begin(parse_spec(SPEC), resume=True)

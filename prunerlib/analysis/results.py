@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prunerlib.errors import DataError
 from prunerlib.files import TEMPORARIES
+from prunerlib.records import TRIAL_SUFFIX, read_rows_file, trial_files
 from prunerlib.sweep.store import gather
 
 # Without these no table, figure or report can say anything; other columns are needed only
@@ -94,7 +94,7 @@ def _read_folder(path: Path) -> pd.DataFrame:
     A trial file appears whole, by a rename, or not at all: a temporary is skipped, and so is
     a file renamed or moved aside while the folder is read."""
     trials = path / "trials" if (path / "trials").is_dir() else path
-    files = [f for f in sorted(trials.glob("*.parquet")) if not f.name.startswith(".")]
+    files = trial_files(trials)
     tables = [table for table in map(_read_table, files) if table is not None]
     consolidated = path / "results.parquet"
     old = _read_table(consolidated) if trials != path and consolidated.is_file() else None
@@ -107,11 +107,12 @@ def _read_folder(path: Path) -> pd.DataFrame:
 def _read_table(path: Path) -> pa.Table | None:
     """One file of a folder; None when it is gone (renamed or moved aside meanwhile)."""
     try:
-        table = pq.read_table(path)
+        table = read_rows_file(path)
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError, ValueError) as exc:  # the analysis reads; it moves nothing aside
-        raise ResultsError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        kind = "trial file" if path.suffix == TRIAL_SUFFIX else "Parquet file"
+        raise ResultsError(f"{path}: not a readable {kind} ({type(exc).__name__})") from None
     missing = [column for column in CORE_COLUMNS if column not in table.column_names]
     if missing:
         raise ResultsError(f"{path}: missing required column(s) {', '.join(missing)}")

@@ -3,7 +3,8 @@ the Optuna journal, Tune's own state, and the consolidated results.
 
     <storage>/<name>/spec.yaml         the spec as run (a resumed sweep must match it)
     <storage>/<name>/packs.json        the grid's packs: which configurations each Tune trial runs
-    <storage>/<name>/trials/<id>.parquet   one file per finished trial configuration
+    <storage>/<name>/trials/<id>.arrow     one file per finished trial configuration (Arrow IPC:
+                                       records.TRIAL_SUFFIX; earlier versions' <id>.parquet are read)
     <storage>/<name>/pretrained/       one model per pretraining key, shared by all trials
     <storage>/<name>/models/<id>.pt    each trial's final pruned model, compacted (spec save_models;
                                        written before the trial's rows, so a row's model_path exists)
@@ -15,7 +16,7 @@ the Optuna journal, Tune's own state, and the consolidated results.
 A trial's rows are written to a temporary name and renamed, so a file either holds a whole
 finished trial or does not exist: that is what makes resuming lose and duplicate nothing.
 A file that is there but unreadable anyway (a full disk, a copy cut short) is moved aside as
-`<id>.parquet.corrupt` and its configuration counts as not run.
+`<id>.arrow.corrupt` and its configuration counts as not run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from prunerlib.files import TEMPORARIES, atomic_write, locked
-from prunerlib.records import concat, conform, schema, to_table
+from prunerlib.records import TRIAL_SUFFIX, concat, conform, read_rows_file, schema, to_table, trial_files, write_trial_file
 from prunerlib.sweep.spec import SpecError, SweepSpec
 
 
@@ -117,12 +118,14 @@ class SweepFolder:
         """The finished trial's rows, or None when it has not finished (or its file was
         unreadable, and is now moved aside)."""
         table = self._read(self._trial_file(trial_id))
+        if table is None and self._legacy_file(trial_id).exists():
+            table = self._read(self._legacy_file(trial_id))
         return None if table is None else table.to_pylist()
 
     def finished(self) -> dict[str, list[dict[str, Any]]]:
         """Every readable trial file's rows, by trial id."""
         found = {}
-        for path in sorted(self.trials.glob("*.parquet")):
+        for path in trial_files(self.trials):
             table = self._read(path)
             if table is not None:
                 found[path.stem] = table.to_pylist()
@@ -131,7 +134,8 @@ class SweepFolder:
     def write_rows(self, trial_id: str, rows: list[dict[str, Any]]) -> Path:
         path = self._trial_file(trial_id)
         table = to_table(rows)
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: write_trial_file(tmp, table))
+        self._legacy_file(trial_id).unlink(missing_ok=True)  # --retry-failed over an earlier version's file
         return path
 
     def consolidate(self) -> pd.DataFrame:
@@ -141,7 +145,7 @@ class SweepFolder:
         # Read by a few threads (Parquet reads release the GIL): an 840-trial sweep's files in
         # about 60% of the time one reader takes.
         with ThreadPoolExecutor(4) as pool:
-            tables = [t for t in pool.map(self._read, sorted(self.trials.glob("*.parquet"))) if t is not None]
+            tables = [t for t in pool.map(self._read, trial_files(self.trials)) if t is not None]
         old = None
         if self.results.exists():
             try:
@@ -155,7 +159,7 @@ class SweepFolder:
 
     def _read(self, path: Path) -> pa.Table | None:
         try:
-            return conform(pq.read_table(path))
+            return conform(read_rows_file(path))
         except FileNotFoundError:
             return None
         except (pa.ArrowException, ValueError, OSError) as exc:
@@ -169,6 +173,9 @@ class SweepFolder:
             return None
 
     def _trial_file(self, trial_id: str) -> Path:
+        return self.trials / f"{trial_id}{TRIAL_SUFFIX}"
+
+    def _legacy_file(self, trial_id: str) -> Path:
         return self.trials / f"{trial_id}.parquet"
 
 
