@@ -18,7 +18,6 @@ the paper's 210-trial Waveform grid measures a few dozen distinct shapes, not 84
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from typing import Any
@@ -41,11 +40,11 @@ _MEASURED: dict[tuple[Any, ...], float] = {}
 def latency_columns(model: nn.Module, masks: Masks, input_shape: tuple[int, ...], batch: int,
                     device: torch.device) -> dict[str, Any]:
     """The latency columns of a final row: dense and compacted network, at `batch` and at 1."""
-    dense, small = copy.deepcopy(model), compact(model, masks)
+    small = compact(model, masks)
     threads = 1 if device.type == "cpu" else None
     row: dict[str, Any] = {"latency_batch": batch, "latency_threads": threads}
     for size, suffix in ((batch, ""), (1, "_b1")):
-        ms_dense = median_ms(dense, input_shape, size, device)
+        ms_dense = median_ms(model, input_shape, size, device)
         ms_pruned = median_ms(small, input_shape, size, device)
         row |= {f"latency_ms_dense{suffix}": ms_dense, f"latency_ms_pruned{suffix}": ms_pruned,
                 f"measured_speedup{suffix}": ms_dense / ms_pruned}
