@@ -90,7 +90,8 @@ _REQUIRED = ("trial_id", "config_hash", "cycle", "final", "status")
 def conform(table: pa.Table) -> pa.Table:
     """`table` in today's columns: a file written before a column existed gets it as nulls, and
     a column this process does not know (a plugin's, from a run that loaded it) is kept last."""
-    missing = [name for name in _REQUIRED if name not in table.column_names]
+    present = set(table.column_names)  # a list built anew at each access
+    missing = [name for name in _REQUIRED if name not in present]
     if missing:  # an older version's file has them all; a file of something else does not
         raise ValueError(f"not a file of result rows: no column {missing[0]!r}")
     target = schema()
@@ -250,6 +251,8 @@ def append_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 def concat(tables: list[pa.Table]) -> pa.Table:
     """Tables of result rows as one, each conformed first (see `conform`)."""
     tables = [conform(t) for t in tables]
+    if all(t.schema.equals(tables[0].schema) for t in tables[1:]):  # the common case: one schema
+        return pa.concat_tables(tables)
     names = list(dict.fromkeys(name for t in tables for name in t.column_names))
     if any(t.column_names != names for t in tables):  # one has a plugin's column another lacks
         fields = {f.name: f for t in tables for f in t.schema}
