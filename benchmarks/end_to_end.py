@@ -13,7 +13,8 @@ the driver's PRUNERLIB_TIMINGS=1 marks, the rows' started_at and wall_* columns 
 files' times, and `--alone N` configurations run alone against the sweep's rows. `--sample F`
 runs only the fraction F of (a)'s epochs and scales its time (a full 20-seed (a) is ~11 min
 on 2 cores); `--before DIR` runs an earlier commit's sweep too (`git worktree add DIR REV`);
-`--keep DIR` leaves the sweep folders there.
+`--keep DIR` leaves the sweep folders there; `--repeat N` runs each checkout's sweep N times
+(taking turns) and reports the median run.
 
     .venv/bin/python benchmarks/end_to_end.py [--seeds 5 20] [--sample 0.25] [--before DIR]  # figures: README.md
 """
@@ -184,12 +185,20 @@ def main() -> None:
     parser.add_argument("--alone", type=int, default=6, help="configurations run alone to compare with the sweep")
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of an earlier commit (git worktree add DIR REV): its sweep is run too")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="sweeps per checkout, alternating between them: the median run is reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seeds in args.seeds:
             trees = {"after": None, **({"before": args.before} if args.before else {})}
-            runs = {name: run_sweep(seeds, (args.keep or Path(tmp)) / f"seeds{seeds}-{name}", tree)
-                    for name, tree in trees.items()}
+            # A sweep's wall time on 2 cores varies by a second or more from run to run (Ray's
+            # start alone is ~3 s or ~4 s): the median of a few, the checkouts taking turns.
+            tries: dict[str, list] = {name: [] for name in trees}
+            for attempt in range(args.repeat):
+                for name, tree in trees.items():
+                    folder = (args.keep or Path(tmp)) / f"seeds{seeds}-{name}-{attempt}"
+                    tries[name].append((*run_sweep(seeds, folder, tree), folder))
+            runs = {name: sorted(found, key=lambda run: run[0])[len(found) // 2] for name, found in tries.items()}
             rows = runs["after"][2]
             work = model_epochs(rows)
             plain = run_plain(work, args.sample)
@@ -197,10 +206,12 @@ def main() -> None:
             print(f"{seeds} seeds: {rows['trial_id'].nunique()} trials, {sum(work.values())} model-epochs "
                   f"{dict(work)}")
             print(f"  (a) plain loops, {CORES} processes: {plain:.1f} s{sampled}")
-            for name, (wall, marks, swept) in runs.items():
-                print(f"  (b) prunerlib sweep, end to end ({name}): {wall:.1f} s, {plain / wall:.1f}x")
+            for name, (wall, marks, swept, folder) in runs.items():
+                walls = ", ".join(f"{run[0]:.1f}" for run in tries[name])
+                print(f"  (b) prunerlib sweep, end to end ({name}): median {wall:.1f} s of {walls}; "
+                      f"{plain / wall:.1f}x")
                 print(f"      Table 1, threshold x1.0: {table1(swept)}")
-                for phase, seconds in breakdown(marks, (args.keep or Path(tmp)) / f"seeds{seeds}-{name}", swept):
+                for phase, seconds in breakdown(marks, folder, swept):
                     print(f"        {phase:<66} {seconds:6.1f} s")
             if args.alone:
                 print(f"  {single_runs(rows, args.alone)}")
