@@ -272,9 +272,13 @@ int ffn_epoch(int64_t K, int64_t H, int64_t I, int64_t C,
             mm_dx(da, BP, xr, nb, G1, H, NI);
             /* update */
             const double step = (double)(step0 + st + 1);
-            update(w1, G1, H, I, IP, keep1 ? keep1 + k * H * I : 0, M1 + k * H * I,
+            /* G1's rows packed to the weights' stride, so each layer updates as one flat array:
+               rows of 22 or 41 are too short for the vector loop, and a step spent more time in
+               their remainders than in fc1's forward pass */
+            for (int64_t h = 1; h < H; h++) memmove(G1 + h * I, G1 + h * IP, I * 4);
+            update(w1, G1, 1, H * I, H * I, keep1 ? keep1 + k * H * I : 0, M1 + k * H * I,
                    S1 ? S1 + k * H * I : 0, kind, lr[k], wd[k], mom[k], step);
-            update(w2, G2, C, H1, H1, keep2 ? keep2 + k * C * H1 : 0, M2 + k * C * H1,
+            update(w2, G2, 1, C * H1, C * H1, keep2 ? keep2 + k * C * H1 : 0, M2 + k * C * H1,
                    S2 ? S2 + k * C * H1 : 0, kind, lr[k], wd[k], mom[k], step);
         }
     }
