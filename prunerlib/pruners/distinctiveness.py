@@ -95,7 +95,8 @@ class Distinctiveness(Pruner):
         similar, opposite = a < self.cutoff, a > 180.0 - self.cutoff
         candidates = (similar | opposite).nonzero().flatten()
         # Most extreme pair first; a stable sort keeps ties in (i, j) order.
-        order = candidates[torch.sort(torch.minimum(a, 180.0 - a)[candidates], stable=True).indices]
+        # On the CPU, as triu_indices made i and j (a CUDA index into a CPU tensor is an error).
+        order = candidates[torch.sort(torch.minimum(a, 180.0 - a)[candidates], stable=True).indices].cpu()
         # As plain ints: a tensor indexed element by element in this loop cost milliseconds a decision.
         first, second = live[varying[i[order]]].tolist(), live[varying[j[order]]].tolist()
         for u, v, apart in zip(first, second, opposite[order].tolist()):
