@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -142,10 +141,7 @@ class SweepFolder:
         """Every finished trial's rows in one file, each (trial, cycle) once, in a stable order.
         A configuration the previous results.parquet held but no trial file holds any more is
         kept from it: the results file never shrinks."""
-        # Read by a few threads (Parquet reads release the GIL): an 840-trial sweep's files in
-        # about 60% of the time one reader takes.
-        with ThreadPoolExecutor(4) as pool:
-            tables = [t for t in pool.map(self._read, trial_files(self.trials)) if t is not None]
+        tables = [t for t in map(self._read, trial_files(self.trials)) if t is not None]
         old = None
         if self.results.exists():
             try:
