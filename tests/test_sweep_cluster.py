@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ray_cluster import local_cluster
+from tests.ray_cluster import local_cluster, processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,55 +52,50 @@ def test_a_plugin_file_a_node_cannot_see_is_refused_before_any_trial(tmp_path):
 
 
 
-# Before this process exits (its exit would stop Ray anyway), whatever of the Ray it started
-# outlives `disconnect`.
+# Stays alive after disconnect (its own exit would stop Ray anyway) until told to go: the test
+# reads its process tree at "ready" and checks it at "done".
 EMBEDDED = """
-import os
-import time
-from pathlib import Path
 import ray
 from prunerlib.sweep.cluster import connect, disconnect
 
-def descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-def alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
 connect(None)
 assert ray.get(ray.remote(lambda: 1).remote()) == 1
-pids = descendants(os.getpid())
+print("ready", flush=True)
+input()
 disconnect()
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline and any(alive(pid) for pid in pids):
-    time.sleep(0.1)
-print(len(pids), [Path(f"/proc/{pid}/cmdline").read_text().replace(chr(0), " ")[:80] for pid in pids if alive(pid)])
+print("done", flush=True)
+input()
 """
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def test_disconnect_stops_every_process_of_the_embedded_ray():
     """The autoscaler monitor is killed ahead of ray.shutdown (its graceful stop hangs): nothing
     of the embedded Ray may outlive disconnect."""
     import os
+    import time
+    import uuid
 
-    done = subprocess.run([sys.executable, "-c", EMBEDDED], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, check=True)
-    started, survivors = done.stdout.split(" ", 1)
-    assert int(started) >= 4  # the GCS, the raylet, the monitor, a worker at least
-    assert survivors.strip() == "[]"
+    marker = f"embedded-{uuid.uuid4().hex}"
+    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED, marker], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        ray_pids = processes_mentioning(marker) - {driver.pid}
+        assert len(ray_pids) >= 4  # the GCS, the raylet, the monitor, a worker at least
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "done"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in ray_pids):
+            time.sleep(0.1)
+        assert [pid for pid in ray_pids if _alive(pid)] == []
+    finally:
+        driver.kill()
+        driver.wait()
