@@ -99,3 +99,32 @@ def test_disconnect_stops_every_process_of_the_embedded_ray():
     finally:
         driver.kill()
         driver.wait()
+
+
+# A Tune trial on an embedded Ray reports the environment it runs in.
+TUNE_ENV = """
+import json, os, sys
+from ray import tune
+from prunerlib.sweep.cluster import connect, disconnect
+
+connect(None)
+def trial(config):
+    tune.report({"env": json.dumps({k: os.environ.get(k) for k in ("CUBLAS_WORKSPACE_CONFIG", "PL_DISABLE_FORK")})})
+grid = tune.Tuner(trial, run_config=tune.RunConfig(storage_path=sys.argv[1], verbose=0)).fit()
+print(grid[0].metrics["env"])
+disconnect()
+"""
+
+
+def test_an_embedded_rays_trials_get_the_workers_environment_and_tunes(tmp_path):
+    """An embedded Ray hands its trials cuBLAS's setting (and Tune's own variable) through the
+    environment its processes inherit, not a runtime env (which would cost each trial a fresh
+    worker): an exact GPU trial needs the setting before CUDA starts."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CUBLAS_WORKSPACE_CONFIG", "PL_DISABLE_FORK")}
+    result = subprocess.run([sys.executable, "-c", TUNE_ENV, str(tmp_path)], capture_output=True, text=True,
+                            cwd=ROOT, env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PL_DISABLE_FORK": "1"}

@@ -22,11 +22,17 @@ from prunerlib.sweep.trainable import WORKER_ENV
 
 def connect(address: str | None) -> None:
     """Start an embedded Ray (address None) or join the cluster at `address`, with the
-    workers' environment set."""
+    workers' environment set: a cluster's through the job's runtime env, an embedded Ray's
+    through this process's environment, which every process it starts inherits."""
     import ray
 
     if address is None:  # "local" starts a fresh embedded Ray even when a cluster runs on this machine
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING", runtime_env=WORKER_ENV)
+        # Not as a runtime env: Ray prestarts its workers without one and never gives a task or
+        # actor with a runtime env of its own such a worker, so every Tune trial started a fresh
+        # process while the prestarted ones idled (measured: benchmarks/README.md).
+        os.environ.update(WORKER_ENV["env_vars"])
+        _inherit_tune_env()
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
         return
     try:
         ray.init(address=address, logging_level="WARNING", runtime_env=WORKER_ENV)
@@ -36,6 +42,22 @@ def connect(address: str | None) -> None:
                 "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)")
         raise ConfigError(f"--address: cannot join the Ray cluster at {address}: "
                           f"{str(exc).splitlines()[0][:200]}{hint}") from None
+
+
+def _inherit_tune_env() -> None:
+    """Tune gives its trial actors a runtime env of their own (ray/tune/execution/class_cache.py,
+    Ray 2.60: PL_DISABLE_FORK=1 for PyTorch Lightning, plus any AWS_* or Ray Train variable set
+    here), so they could never take a prestarted worker. Its defaults move into this process's
+    environment, where an embedded Ray's workers find them all the same; with such a variable
+    set, trials still start workers of their own."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # another Tune: its trials just start fresh workers
+        return
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if isinstance(defaults, dict):
+        os.environ.update(defaults)
+        defaults.clear()
 
 
 def disconnect() -> None:
