@@ -29,7 +29,9 @@ SEARCH = {"name": "found", "fixed": {**TINY, "pruner": "threshold"}, "seeds": [0
           "search": {"sampler": "random", "num_samples": 6, "seed": 0,
                      "objectives": {"val_acc_finetuned": "max", "weights_removed_frac": "max"},
                      "space": {"threshold_factor": {"low": 0.25, "high": 3.0}}}}
-SLOW = {**GRID, "name": "slow", "fixed": {**TINY, "epochs_finetune": 30}, "max_concurrent": 1, "pack_size": 2}
+# Slow enough that a worker killed as soon as its trial shows (polled every 0.1 s) dies mid-pack:
+# the kernel fine-tunes 30 epochs of 600 examples in milliseconds, these in most of a second.
+SLOW = {**GRID, "name": "slow", "fixed": {**TINY, "epochs_finetune": 2000}, "max_concurrent": 1, "pack_size": 2}
 
 
 def cli(*args: str, cwd: Path, wait: bool = True):
