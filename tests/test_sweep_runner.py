@@ -169,7 +169,9 @@ def two_node_cluster():
 
 def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tmp_path, two_node_cluster):
     address, env = two_node_cluster
-    spec = {"name": "nodes", "fixed": {**TINY, "epochs_finetune": 20}, "seeds": [0, 1],
+    # Each pack fine-tunes for seconds: one done before the other node's worker has started
+    # would hand the second pack to its own actor (Tune reuses actors), and one node runs all.
+    spec = {"name": "nodes", "fixed": {**TINY, "epochs_finetune": 10000}, "seeds": [0, 1],
             "grid": [{"pruner": "threshold", "threshold_factor": [0.5, 0.75, 1.0, 1.25]}], "max_concurrent": 2}
     path = tmp_path / "nodes.yaml"
     path.write_text(yaml.safe_dump(spec))
