@@ -48,8 +48,9 @@ def _inherit_tune_env() -> None:
     """Tune gives its trial actors a runtime env of their own (ray/tune/execution/class_cache.py,
     Ray 2.60: PL_DISABLE_FORK=1 for PyTorch Lightning, plus any AWS_* or Ray Train variable set
     here), so they could never take a prestarted worker. Its defaults move into this process's
-    environment, where an embedded Ray's workers find them all the same; with such a variable
-    set, trials still start workers of their own."""
+    environment, where an embedded Ray's workers find them all the same, for the rest of the
+    process (a later sweep on a cluster from it goes without them: prunerlib's trainables use no
+    Lightning). With such a variable set, trials still start workers of their own."""
     try:
         from ray.tune.execution import class_cache
     except ImportError:  # another Tune: its trials just start fresh workers
