@@ -151,8 +151,8 @@ static void mm_dx(const float *D, int64_t BP, const float *X, int64_t nb, float 
    torch.optim.Adam / SGD do it after Masks.mask_grads (g *= keep). Its multiply-adds are spelt
    out as fmaf and nothing else is contracted: left to GCC, some were contracted one way in the
    vector loop and another in its scalar part, so a weight's rounding depended on where in the
-   array it sat, which leaving out removed units (kept_units) moves. Adam without weight decay
-   rounds as GCC's vector loop did before. */
+   array it sat, which leaving out removed units (kept_units) moves. For Adam without weight
+   decay these are the contractions GCC chose in its vector loop. */
 __attribute__((optimize("fp-contract=off"))) static void update(float *p, float *g, int64_t rows, int64_t cols, int64_t gs, const float *keep,
                    float *m, float *s, int64_t kind, float lr, float wd, float mom, double step) {
     if (kind == 0) {
@@ -283,7 +283,7 @@ static void member_epoch(Work *wk, int64_t H, int64_t I, int64_t C, float *w1, f
 /* A removed hidden unit (its incoming and outgoing weights masked and zero, their moments
    zero, as a fresh stage leaves them) adds exactly nothing anywhere: every sum over units gets
    +-0 from it, and its masked gradients leave its weights and moments at zero. Its rows and
-   columns are left out (copied into `c` and back), so a member that lost half its units trains
+   columns are left out (the kept ones copied into the c* buffers and back), so a member that lost half its units trains
    in about half the time, with every other number bit for bit what the full width gives
    (tests/test_population.py). `rows`: fc1-shaped (H, I) arrays, `cols`: fc2-shaped (C, H + 1),
    the masks first; NULL entries are skipped. Returns the count of units kept, their indices in
