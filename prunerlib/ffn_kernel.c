@@ -283,11 +283,11 @@ static void member_epoch(Work *wk, int64_t H, int64_t I, int64_t C, float *w1, f
 /* A removed hidden unit (its incoming and outgoing weights masked and zero, their moments
    zero, as a fresh stage leaves them) adds exactly nothing anywhere: every sum over units gets
    +-0 from it, and its masked gradients leave its weights and moments at zero. Its rows and
-   columns are left out (the kept ones copied into the c* buffers and back), so a member that lost half its units trains
-   in about half the time, with every other number bit for bit what the full width gives
-   (tests/test_population.py). `rows`: fc1-shaped (H, I) arrays, `cols`: fc2-shaped (C, H + 1),
-   the masks first; NULL entries are skipped. Returns the count of units kept, their indices in
-   `units`. */
+   columns are left out (the kept ones are copied into the c* buffers and back), so a member
+   that lost half its units trains in about half the time, with every other number bit for bit
+   what the full width gives (tests/test_population.py). `rows`: fc1-shaped (H, I) arrays,
+   `cols`: fc2-shaped (C, H + 1), the masks first; NULL entries are skipped. Returns the count
+   of units kept, their indices in `units`. */
 static int64_t kept_units(int64_t H, int64_t I, int64_t C, const float *const *rows, const float *const *cols,
                           int64_t sets, int64_t *units) {
     int64_t n = 0;
