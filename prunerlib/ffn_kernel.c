@@ -153,7 +153,8 @@ static void mm_dx(const float *D, int64_t BP, const float *X, int64_t nb, float 
    vector loop and another in its scalar part, so a weight's rounding depended on where in the
    array it sat, which leaving out removed units (kept_units) moves. For Adam without weight
    decay these are the contractions GCC chose in its vector loop. */
-__attribute__((optimize("fp-contract=off"))) static void update(float *p, float *g, int64_t rows, int64_t cols, int64_t gs, const float *keep,
+__attribute__((optimize("fp-contract=off")))
+static void update(float *p, float *g, int64_t rows, int64_t cols, int64_t gs, const float *keep,
                    float *m, float *s, int64_t kind, float lr, float wd, float mom, double step) {
     if (kind == 0) {
         const double bc1 = 1.0 - pow(0.9, step), bc2 = 1.0 - pow(0.999, step);
