@@ -101,16 +101,21 @@ def test_disconnect_stops_every_process_of_the_embedded_ray():
         driver.wait()
 
 
-# A Tune trial on an embedded Ray reports the environment it runs in.
+# A Tune trial on an embedded Ray reports the environment it runs in; the driver, the settings
+# Ray started with.
 TUNE_ENV = """
 import json, os, sys
+import ray
 from ray import tune
-from prunerlib.sweep.cluster import connect, disconnect
+from prunerlib.sweep.cluster import FAST_START, connect, disconnect
 
 connect(None)
 def trial(config):
     tune.report({"env": json.dumps({k: os.environ.get(k) for k in ("CUBLAS_WORKSPACE_CONFIG", "PL_DISABLE_FORK")})})
 grid = tune.Tuner(trial, run_config=tune.RunConfig(storage_path=sys.argv[1], verbose=0)).fit()
+config = ray._private.state.state.get_system_config()
+session = ray._private.worker._global_node.get_session_dir_path()
+print(json.dumps({**{k: config.get(k) for k in FAST_START}, "own_spill_dir": session in config["object_spilling_config"]}))
 print(grid[0].metrics["env"])
 disconnect()
 """
@@ -128,3 +133,22 @@ def test_an_embedded_rays_trials_get_the_workers_environment_and_tunes(tmp_path)
                             cwd=ROOT, env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PL_DISABLE_FORK": "1"}
+
+
+def test_an_embedded_ray_starts_with_the_raylets_quick_retries(tmp_path):
+    """The raylet retries its object store every 100 ms, not every second (the race it loses
+    under a busy driver cost ray.init a second); a second embedded Ray in the same process
+    starts afresh (ray.init writes its session into the settings it is given)."""
+    import json
+    import os
+
+    from prunerlib.sweep.cluster import FAST_START
+
+    twice = TUNE_ENV.replace("connect(None)", "connect(None)\ndisconnect()\nconnect(None)")
+    result = subprocess.run([sys.executable, "-c", twice, str(tmp_path)], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-2]) == {
+        "raylet_client_connect_timeout_milliseconds": 100, "raylet_client_num_connect_attempts": 100,
+        "own_spill_dir": True}
+    assert set(FAST_START) == {"raylet_client_connect_timeout_milliseconds", "raylet_client_num_connect_attempts"}
