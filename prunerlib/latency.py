@@ -25,9 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunerlib.masks import Masks
-from prunerlib.surgery import compact
-
 _MIN_REPS = 5
 _WARMUP = 3
 # A sub-millisecond network's median is as stable after this many passes as after the whole
@@ -37,10 +34,10 @@ _MAX_REPS = 200
 _MEASURED: dict[tuple[Any, ...], float] = {}
 
 
-def latency_columns(model: nn.Module, masks: Masks, input_shape: tuple[int, ...], batch: int,
+def latency_columns(model: nn.Module, small: nn.Module, input_shape: tuple[int, ...], batch: int,
                     device: torch.device) -> dict[str, Any]:
-    """The latency columns of a final row: dense and compacted network, at `batch` and at 1."""
-    small = compact(model, masks)
+    """The latency columns of a final row: the dense `model` and `small`, its `surgery.compact`
+    network, at `batch` and at 1."""
     threads = 1 if device.type == "cpu" else None
     row: dict[str, Any] = {"latency_batch": batch, "latency_threads": threads}
     for size, suffix in ((batch, ""), (1, "_b1")):

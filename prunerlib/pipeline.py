@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -36,8 +37,8 @@ from prunerlib.population import FineTuning, members_that_fit, population_key
 from prunerlib.pretrained import PretrainResult, for_members
 from prunerlib.pruners import MethodStep, PruneContext, build_pruners
 from prunerlib.records import device_provenance, provenance
-from prunerlib.saved import SaveModels, save_pruned
-from prunerlib.surgery import Removal, apply_removal
+from prunerlib.saved import SaveModels, save_compacted
+from prunerlib.surgery import Removal, apply_removal, compact
 from prunerlib.training import accuracy, diverged, set_numerics
 
 log = logging.getLogger("prunerlib.pipeline")
@@ -217,19 +218,20 @@ def _kept(state: TrialState, dirs: Workdirs, row: dict[str, Any], cycle: int | N
     """What a member keeps besides `row`: its model file (`cycle` None: the final one) and, for
     the final row, its measured latency; the columns saying so."""
     kept: dict[str, Any] = {}
+    compacted = functools.cache(lambda: compact(state.model, state.masks))  # once for the file and the timing
     if dirs.models is not None and dirs.save_models != "none":
         cycle_file = lambda k: dirs.models / f"{row['trial_id']}.cycle{k}.pt"  # noqa: E731
         path = dirs.models / f"{row['trial_id']}.pt" if cycle is None else cycle_file(cycle)
         if cycle is None and dirs.save_models == "all_cycles":  # the final row's cycle is saved already
             os.replace(cycle_file(row["cycle"]), path)
         else:
-            save_pruned(path, state.model, state.masks, state.cfg, input_shape=state.input_shape,
-                        class_names=state.data.class_names, preprocessing=state.data.preprocessing,
-                        about={key: row.get(key) for key in _ABOUT})
+            save_compacted(path, compacted(), state.cfg, input_shape=state.input_shape,
+                           class_names=state.data.class_names, preprocessing=state.data.preprocessing,
+                           about={key: row.get(key) for key in _ABOUT})
         kept["model_path"] = os.path.relpath(path, dirs.results) if dirs.results is not None else str(path)
     if cycle is None and dirs.latency_batch is not None:
         # One member at a time, outside any batched computation: each network as it would run alone.
-        kept |= latency_columns(state.model, state.masks, state.input_shape, dirs.latency_batch,
+        kept |= latency_columns(state.model, compacted(), state.input_shape, dirs.latency_batch,
                                 state.data.train_x.device)
     return kept
 

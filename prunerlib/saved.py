@@ -45,7 +45,13 @@ def save_pruned(path: str | Path, model: nn.Module, masks: Masks, cfg: TrialConf
                 about: dict[str, Any]) -> int:
     """Write the compacted `model` to `path` (atomically) and return its size in bytes.
     `about`: what the trial says of this model (trial_id, cycle, accuracies), kept beside it."""
-    small = compact(model, masks)
+    return save_compacted(path, compact(model, masks), cfg, input_shape=input_shape, class_names=class_names,
+                          preprocessing=preprocessing, about=about)
+
+
+def save_compacted(path: str | Path, small: nn.Module, cfg: TrialConfig, *, input_shape: tuple[int, ...],
+                   class_names: tuple[str, ...], preprocessing: dict[str, Any], about: dict[str, Any]) -> int:
+    """`save_pruned` of a network `surgery.compact` built already (a trial times it too)."""
     payload = {
         "format": FORMAT, "version": VERSION,
         "architecture": architecture(small, cfg, input_shape),

@@ -8,7 +8,7 @@ import torch
 from prunerlib import latency
 from prunerlib.masks import Masks
 from prunerlib.pipeline import Workdirs, run_trial
-from prunerlib.surgery import Removal, apply_removal
+from prunerlib.surgery import Removal, apply_removal, compact
 from tests.helpers import ffn_config, small_ffn
 
 CPU = torch.device("cpu")
@@ -65,11 +65,11 @@ def test_only_removed_units_change_what_is_timed():
     masks = Masks(model)
     weights = Removal(weights={"fc1.weight": torch.rand(6, 8, generator=torch.Generator().manual_seed(0)) < 0.5})
     apply_removal(model, masks, weights)
-    unstructured = latency.latency_columns(model, masks, (8,), 16, CPU)
+    unstructured = latency.latency_columns(model, compact(model, masks), (8,), 16, CPU)
     # Half the weights are zeros, but the compacted network has the dense one's shapes.
     assert unstructured["measured_speedup"] == 1.0 and unstructured["measured_speedup_b1"] == 1.0
     apply_removal(model, masks, Removal(units={"fc1": [0, 1, 2]}))
-    structured = latency.latency_columns(model, masks, (8,), 16, CPU)
+    structured = latency.latency_columns(model, compact(model, masks), (8,), 16, CPU)
     assert structured["latency_ms_pruned"] != structured["latency_ms_dense"]
     assert structured["latency_batch"] == 16 and structured["latency_threads"] == 1
     assert structured["measured_speedup"] == structured["latency_ms_dense"] / structured["latency_ms_pruned"]
