@@ -10,7 +10,8 @@ same model-epochs, for 5 seeds and for 20 (`--set seeds=[0,...,19]`), side by si
 Prints the ratio (a)/(b) per seed count, Table 1's threshold ×1.0 cells (the paper's check:
 ≥ 85.0 % accuracy at ≥ 45 % of weights removed), a breakdown of the sweep's wall time from
 the driver's PRUNERLIB_TIMINGS=1 marks, the rows' started_at and wall_* columns and the trial
-files' times, and `--alone N` configurations run alone against the sweep's rows. `--sample F`
+files' times, the CPU seconds the sweep's processes used (what the cores bound it to), and
+`--alone N` configurations run alone against the sweep's rows. `--sample F`
 runs only the fraction F of (a)'s epochs and scales its time (a full 20-seed (a) is ~11 min
 on 2 cores); `--before DIR` runs an earlier commit's sweep too (`git worktree add DIR REV`);
 `--keep DIR` leaves the sweep folders there; `--repeat N` runs each checkout's sweep N times
@@ -85,24 +86,63 @@ def run_plain(work: dict[int, int], sample: float) -> float:
     return wall + (1 / sample - 1) * max(per_process.values())
 
 
-def run_sweep(seeds: int, storage: Path, tree: Path | None = None) -> tuple[float, dict[str, float], pd.DataFrame]:
-    """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows.
+def run_sweep(seeds: int, storage: Path, tree: Path | None = None
+              ) -> tuple[float, dict[str, float], pd.DataFrame, dict[str, float]]:
+    """Wall seconds of `prunerlib sweep` from process start to exit, its timing marks, its rows,
+    the CPU seconds its processes used (`cpu_seconds`).
     `tree`: another checkout's prunerlib instead of this one's (`python -m prunerlib` with it
     first on the path), to measure before and after side by side."""
     command = [sys.executable, "-m", "prunerlib", "sweep", str(ROOT / "sweeps" / "paper_waveform.yaml"),
                "--storage", str(storage), "--set", f"seeds={list(range(seeds))}".replace(" ", "")]
     env = {**os.environ, "PRUNERLIB_TIMINGS": "1", **({"PYTHONPATH": str(tree)} if tree else {})}
-    start = time.time()
-    done = subprocess.run(command, env=env, cwd=tree or ROOT, capture_output=True, text=True, timeout=3600)
-    wall = time.time() - start
-    if done.returncode:
-        sys.exit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    with tempfile.TemporaryFile("w+") as err:
+        before = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()} if os.path.isdir("/proc") else set()
+        start = time.time()
+        sweep = subprocess.Popen(command, env=env, cwd=tree or ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        cpu = cpu_seconds(sweep, before) if before else {}
+        wall = time.time() - start
+        err.seek(0)
+        stderr = err.read()
+    if sweep.returncode:
+        sys.exit(f"sweep failed ({sweep.returncode}):\n{stderr[-3000:]}")
     marks = {"start": start, "exit": start + wall}
-    for line in done.stderr.splitlines():
+    for line in stderr.splitlines():
         if line.startswith("prunerlib-timing "):
             _, phase, at = line.split()
             marks[phase] = float(at)
-    return wall, marks, pd.read_parquet(storage / "paper_waveform" / "results.parquet")
+    return wall, marks, pd.read_parquet(storage / "paper_waveform" / "results.parquet"), cpu
+
+
+def cpu_seconds(sweep: subprocess.Popen, before: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system) the sweep's processes used until it exited, by kind: the
+    driver, Ray's own processes, the trial workers. `before`: the pids that ran before it
+    started, never its. Each new process is read from /proc every 50 ms and keeps its last
+    reading once gone (Linux; nothing elsewhere)."""
+    tick, kinds, last, others = os.sysconf("SC_CLK_TCK"), {}, {}, set(before)
+    while sweep.poll() is None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in others:
+                continue
+            pid = int(entry)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if pid not in kinds:
+                    parent = int(fields[1])
+                    if pid != sweep.pid and parent not in kinds:
+                        if parent in others:  # not the sweep's (a parent not read yet: next time)
+                            others.add(pid)
+                        continue
+                    command = Path(f"/proc/{pid}/cmdline").read_text()
+                    kinds[pid] = ("driver" if pid == sweep.pid else
+                                  "trial workers" if "default_worker.py" in command else "Ray's own processes")
+            except OSError:  # gone meanwhile
+                continue
+            last[pid] = (int(fields[11]) + int(fields[12])) / tick
+        time.sleep(0.05)
+    found = {"driver": 0.0, "Ray's own processes": 0.0, "trial workers": 0.0}
+    for pid, cpu in last.items():
+        found[kinds[pid]] += cpu
+    return found
 
 
 # The driver's marks (PRUNERLIB_TIMINGS=1), and the phase that ends at each.
@@ -206,13 +246,18 @@ def main() -> None:
             print(f"{seeds} seeds: {rows['trial_id'].nunique()} trials, {sum(work.values())} model-epochs "
                   f"{dict(work)}")
             print(f"  (a) plain loops, {CORES} processes: {plain:.1f} s{sampled}")
-            for name, (wall, marks, swept, folder) in runs.items():
+            for name, (wall, marks, swept, cpu, folder) in runs.items():
                 walls = ", ".join(f"{run[0]:.1f}" for run in tries[name])
                 print(f"  (b) prunerlib sweep, end to end ({name}): median {wall:.1f} s of {walls}; "
                       f"{plain / wall:.1f}x")
                 print(f"      Table 1, threshold x1.0: {table1(swept)}")
                 for phase, seconds in breakdown(marks, folder, swept):
                     print(f"        {phase:<66} {seconds:6.1f} s")
+                if cpu:
+                    used = sum(cpu.values())
+                    print(f"      CPU: {used:.1f} CPU-s of the {wall * CORES:.1f} its wall offers on {CORES} cores "
+                          f"({used / (wall * CORES):.0%}): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                          + f"; this work alone takes >= {used / CORES:.1f} s on {CORES} cores")
             if args.alone:
                 print(f"  {single_runs(rows, args.alone)}")
 
