@@ -99,7 +99,8 @@ def run_sweep(seeds: int, storage: Path, tree: Path | None = None
         before = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()} if os.path.isdir("/proc") else set()
         start = time.time()
         sweep = subprocess.Popen(command, env=env, cwd=tree or ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        cpu = cpu_seconds(sweep, before) if before else {}
+        cpu = cpu_seconds(sweep, before, timeout=3600) if before else {}
+        sweep.wait(timeout=3600)  # (waited for already where /proc is)
         wall = time.time() - start
         err.seek(0)
         stderr = err.read()
@@ -113,13 +114,14 @@ def run_sweep(seeds: int, storage: Path, tree: Path | None = None
     return wall, marks, pd.read_parquet(storage / "paper_waveform" / "results.parquet"), cpu
 
 
-def cpu_seconds(sweep: subprocess.Popen, before: set[int]) -> dict[str, float]:
-    """CPU seconds (user + system) the sweep's processes used until it exited, by kind: the
-    driver, Ray's own processes, the trial workers. `before`: the pids that ran before it
-    started, never its. Each new process is read from /proc every 50 ms and keeps its last
-    reading once gone (Linux; nothing elsewhere)."""
+def cpu_seconds(sweep: subprocess.Popen, before: set[int], timeout: float) -> dict[str, float]:
+    """CPU seconds (user + system) the sweep's processes used until it exited (or `timeout`
+    seconds passed), by kind: the driver, Ray's own processes, the trial workers. `before`: the
+    pids that ran before it started, never its. Each new process is read from /proc every 50 ms
+    and keeps its last reading once gone (Linux)."""
     tick, kinds, last, others = os.sysconf("SC_CLK_TCK"), {}, {}, set(before)
-    while sweep.poll() is None:
+    deadline = time.monotonic() + timeout
+    while sweep.poll() is None and time.monotonic() < deadline:
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) in others:
                 continue
